@@ -1,0 +1,39 @@
+# dsinfer: every target does its own set-up on a fresh Debian 12 machine (packages, configure, build).
+BUILD ?= build
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+FUZZ_SECONDS ?= 15
+MODEL ?= tests/golden/models/ds3-tiny
+CMAKE_FLAGS ?=
+
+.PHONY: all setup configure build test serve fuzz clean bench
+
+all: build
+
+setup:
+	@scripts/setup.sh
+
+$(BUILD)/build.ninja:
+	@scripts/setup.sh
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER_LAUNCHER=ccache $(CMAKE_FLAGS)
+
+configure: $(BUILD)/build.ninja
+
+build: setup configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
+
+# libFuzzer targets (clang), run for a bounded time. Longer by hand: make fuzz FUZZ_SECONDS=600
+fuzz: setup
+	@scripts/run-fuzz.sh $(FUZZ_SECONDS)
+
+serve: build
+	$(BUILD)/apps/dsinfer/dsinfer generate --model $(MODEL) --prompt-ids 1,2,3,4,5 --max-tokens 16
+
+bench: build
+	$(BUILD)/apps/dsinfer/dsinfer bench --shape ../shared/bench/shapes/deepseek-v2-lite.json --out bench/results
+
+clean:
+	rm -rf $(BUILD) build-fuzz
