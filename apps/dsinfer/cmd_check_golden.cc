@@ -1,0 +1,48 @@
+// dsinfer check-golden: logits of a model against a reference expected.safetensors.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "apps/dsinfer/commands.h"
+#include "apps/dsinfer/model_flags.h"
+#include "model/golden.h"
+
+namespace dsi::app {
+
+int cmd_check_golden(int argc, char** argv) {
+  CLI::App cli{"Run prefill + incremental decode over the prompts of an expected.safetensors (input_ids.K, "
+               "prompt_len.K, logits.K) and compare logits at every position.",
+               "dsinfer check-golden"};
+  ModelFlags mf;
+  add_model_flags(cli, mf);
+  std::string expected;
+  double tolerance = 1e-4;
+  std::string mode = "incremental";
+  cli.add_option("--expected", expected, "golden file (default: MODEL/expected.safetensors)");
+  cli.add_option("--tolerance", tolerance, "max relative logit error per prompt (default 1e-4, fp32 compute)");
+  cli.add_option("--mode", mode, "incremental (prefill + decode), full (one forward) or batched (all prompts at once)")
+      ->check(CLI::IsMember({"incremental", "full", "batched"}));
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return cli.exit(e);
+  }
+  auto model = load_model_from_flags(mf);
+  if (!model.ok()) return report_error(model.status());
+  if (expected.empty()) expected = mf.model_dir + "/expected.safetensors";
+  GoldenOptions g;
+  g.tolerance = tolerance;
+  g.mode = mode == "full" ? GoldenMode::kFullSequence : mode == "batched" ? GoldenMode::kBatched : GoldenMode::kIncremental;
+  auto report = run_golden(**model, expected, g);
+  if (!report.ok()) return report_error(report.status().with_context(expected));
+  for (const auto& p : report->prompts) {
+    const bool ok = p.rel_err <= tolerance && p.greedy_agree == p.greedy_total;
+    std::printf("prompt %d: prompt_len=%lld total_len=%lld rel_err=%.3g greedy_agree=%d/%d %s\n", p.index,
+                static_cast<long long>(p.prompt_len), static_cast<long long>(p.total_len), p.rel_err,
+                p.greedy_agree, p.greedy_total, ok ? "ok" : "FAIL");
+  }
+  std::printf("max_rel_err=%.3g greedy_agree=%d/%d\n", report->max_rel_err, report->greedy_agree,
+              report->greedy_total);
+  return report->pass ? 0 : 1;
+}
+
+}  // namespace dsi::app

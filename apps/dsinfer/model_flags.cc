@@ -1,0 +1,33 @@
+#include "apps/dsinfer/model_flags.h"
+
+#include <cstdio>
+
+namespace dsi::app {
+
+void add_model_flags(CLI::App& cli, ModelFlags& flags) {
+  cli.add_option("--model", flags.model_dir, "Hugging Face model directory (config.json + safetensors)")
+      ->required();
+  cli.add_option("--device", flags.device, "cpu (optimized kernels), ref (scalar reference kernels) or cuda")
+      ->check(CLI::IsMember({"cpu", "ref", "cuda"}));
+  cli.add_option("--mla", flags.mla, "MLA form for DeepSeek models: auto (naive prefill, absorbed decode), naive, absorbed")
+      ->check(CLI::IsMember({"auto", "naive", "absorbed"}));
+}
+
+Result<std::unique_ptr<Model>> load_model_from_flags(const ModelFlags& flags) {
+  if (flags.device == "cuda") {
+    return Status::Unsupported("this build has no CUDA backend yet; use --device cpu");
+  }
+  ModelOptions options;
+  options.ops = flags.device == "ref" ? &ref_ops() : &cpu_ops();
+  options.mla_mode = flags.mla == "naive" ? MlaMode::kNaive : flags.mla == "absorbed" ? MlaMode::kAbsorbed : MlaMode::kAuto;
+  auto model = load_model(flags.model_dir, options);
+  if (!model.ok()) return model.status().with_context(flags.model_dir);
+  return model;
+}
+
+int report_error(const Status& status) {
+  std::fprintf(stderr, "dsinfer: error: %s\n", status.to_string().c_str());
+  return 1;
+}
+
+}  // namespace dsi::app

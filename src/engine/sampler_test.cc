@@ -1,0 +1,46 @@
+#include "engine/sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace dsi {
+namespace {
+
+TEST(Sampler, GreedyPicksMaxLowestIdOnTies) {
+  Sampler s(1);
+  const float logits[] = {0.5f, 2.0f, 2.0f, -1.0f};
+  EXPECT_EQ(s.sample(logits, 4, {}), 1);
+}
+
+TEST(Sampler, SameSeedSameTokens) {
+  const float logits[] = {1.0f, 1.1f, 0.9f, 1.05f, 0.2f};
+  SamplingParams p{.temperature = 1.0f};
+  Sampler a(42), b(42);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(a.sample(logits, 5, p), b.sample(logits, 5, p));
+}
+
+TEST(Sampler, TopKAndTopPRestrictTheSupport) {
+  const float logits[] = {3.0f, 2.9f, 0.0f, -5.0f};
+  Sampler s(3);
+  std::map<int64_t, int> seen;
+  for (int i = 0; i < 500; ++i) seen[s.sample(logits, 4, {.temperature = 1.0f, .top_k = 2})]++;
+  EXPECT_EQ(seen.size(), 2u);
+  EXPECT_GT(seen[0], 150);
+  EXPECT_GT(seen[1], 150);
+  seen.clear();
+  for (int i = 0; i < 200; ++i) seen[s.sample(logits, 4, {.temperature = 1.0f, .top_p = 0.3f})]++;
+  EXPECT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen.begin()->first, 0);
+}
+
+TEST(Sampler, TemperatureSpreadsChoices) {
+  const float logits[] = {1.0f, 0.9f, 0.8f};
+  Sampler s(5);
+  std::map<int64_t, int> seen;
+  for (int i = 0; i < 300; ++i) seen[s.sample(logits, 3, {.temperature = 1.0f})]++;
+  EXPECT_EQ(seen.size(), 3u);
+}
+
+}  // namespace
+}  // namespace dsi

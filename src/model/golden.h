@@ -1,0 +1,43 @@
+// Golden check: run a model over the prompts of an expected.safetensors (input_ids.K, prompt_len.K, logits.K,
+// made by the reference implementation) and compare logits at every position.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+
+namespace dsi {
+
+enum class GoldenMode {
+  kIncremental,   // prefill the prompt, then decode the rest one token at a time through the KV cache
+  kFullSequence,  // one forward over the whole sequence
+  kBatched,       // every prompt in one batch: prompts prefilled together, then decoded together
+};
+
+struct GoldenOptions {
+  GoldenMode mode = GoldenMode::kIncremental;
+  double tolerance = 1e-4;       // relative error ||logits - ref|| / ||ref|| per prompt
+  double gap_threshold = 1e-3;   // greedy tokens must agree where the reference top-2 gap exceeds this
+};
+
+struct GoldenPromptResult {
+  int index = 0;
+  int64_t prompt_len = 0;
+  int64_t total_len = 0;
+  double rel_err = 0;
+  int greedy_agree = 0;  // positions with a wide reference gap where our argmax equals the reference argmax
+  int greedy_total = 0;  // positions with a wide reference gap
+};
+
+struct GoldenReport {
+  std::vector<GoldenPromptResult> prompts;
+  double max_rel_err = 0;
+  int greedy_agree = 0;
+  int greedy_total = 0;
+  bool pass = false;
+};
+
+Result<GoldenReport> run_golden(Model& model, const std::string& expected_path, const GoldenOptions& options);
+
+}  // namespace dsi
