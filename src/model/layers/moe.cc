@@ -35,7 +35,14 @@ Result<MoeLayer> MoeLayer::load(TensorStore& store, const std::string& prefix, c
   moe.experts_.resize(placement.num_local());
   for (int64_t e = 0; e < num_experts; ++e) {
     const std::string name = str_cat(prefix, ".experts.", e);
-    if (!placement.is_local(e)) continue;
+    if (!placement.is_local(e)) {
+      // Another rank computes this expert: check the tensors exist, read none of their bytes.
+      for (const char* proj : {".gate_proj", ".up_proj", ".down_proj"}) {
+        DSI_RETURN_IF_ERROR(store.info(name + proj + ".weight").status());
+        if (config.quant.fp8) DSI_RETURN_IF_ERROR(store.info(name + proj + ".weight_scale_inv").status());
+      }
+      continue;
+    }
     DSI_ASSIGN_OR_RETURN(moe.experts_[placement.local_index(e)],
                          GatedMlp::load(store, name, config.hidden_size, config.moe_intermediate_size, {},
                                         config.quant));
