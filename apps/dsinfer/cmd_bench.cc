@@ -134,11 +134,11 @@ int cmd_bench(int argc, char** argv) {
   // Prefill: one sequence.
   double prefill_tok_s = 0;
   {
-    KvCache cache(model.kv_layout());
+    SimpleKvCache cache(model.kv_layout());
     ForwardBatch b;
-    b.add_chunk(cache.add_sequence(), 0, random_ids(rng, prefill_tokens, config.vocab_size));
+    cache.add_chunk(b, cache.add_sequence(), 0, random_ids(rng, prefill_tokens, config.vocab_size));
     auto tp = Clock::now();
-    auto r = model.forward(b, cache);
+    auto r = model.forward(b, cache.cache());
     if (!r.ok()) return report_error(r.status());
     prefill_tok_s = static_cast<double>(prefill_tokens) / seconds_since(tp);
   }
@@ -148,20 +148,20 @@ int cmd_bench(int argc, char** argv) {
   nlohmann::ordered_json results = nlohmann::ordered_json::array();
   const std::string date = utc_now();
   for (int64_t batch : batches) {
-    KvCache cache(model.kv_layout());
+    SimpleKvCache cache(model.kv_layout());
     std::vector<int64_t> slots;
     ForwardBatch warm;
     for (int64_t i = 0; i < batch; ++i) {
       slots.push_back(cache.add_sequence());
-      warm.add_chunk(slots.back(), 0, random_ids(rng, context, config.vocab_size));
+      cache.add_chunk(warm, slots.back(), 0, random_ids(rng, context, config.vocab_size));
     }
-    if (auto r = model.forward(warm, cache); !r.ok()) return report_error(r.status());
+    if (auto r = model.forward(warm, cache.cache()); !r.ok()) return report_error(r.status());
     double elapsed = 0;
     for (int64_t step = 0; step < decode_steps; ++step) {
       ForwardBatch b;
-      for (int64_t i = 0; i < batch; ++i) b.add_chunk(slots[i], context + step, random_ids(rng, 1, config.vocab_size));
+      for (int64_t i = 0; i < batch; ++i) cache.add_chunk(b, slots[i], context + step, random_ids(rng, 1, config.vocab_size));
       auto ts = Clock::now();
-      auto r = model.forward(b, cache);
+      auto r = model.forward(b, cache.cache());
       elapsed += seconds_since(ts);
       if (!r.ok()) return report_error(r.status());
     }

@@ -84,18 +84,18 @@ int cmd_generate(int argc, char** argv) {
   if (!loaded.ok()) return report_error(loaded.status());
   Model& model = **loaded;
   const ModelConfig& config = model.config();
-  KvCache cache(model.kv_layout());
+  SimpleKvCache cache(model.kv_layout());
   const int64_t slot = cache.add_sequence();
   Sampler sampler(seed);
 
   std::vector<int64_t> generated;
   const auto t0 = std::chrono::steady_clock::now();
   ForwardBatch batch;
-  batch.add_chunk(slot, 0, ids);
+  cache.add_chunk(batch, slot, 0, ids);
   int64_t pos = static_cast<int64_t>(ids.size());
   double prefill_s = 0;
   for (int64_t step = 0; step < max_tokens; ++step) {
-    auto logits = model.forward(batch, cache);
+    auto logits = model.forward(batch, cache.cache());
     if (!logits.ok()) return report_error(logits.status());
     if (step == 0) prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const int64_t next = sampler.sample(logits->data<float>(), config.vocab_size, sp);
@@ -104,7 +104,7 @@ int cmd_generate(int argc, char** argv) {
                      config.eos_token_ids.end();
     if (eos && !ignore_eos) break;
     batch = ForwardBatch();
-    batch.add_chunk(slot, pos++, {next});
+    cache.add_chunk(batch, slot, pos++, {next});
   }
   const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 

@@ -13,6 +13,9 @@ struct SamplingParams {
   float top_p = 1.0f;        // nucleus: smallest set with cumulative probability >= top_p
   int64_t top_k = 0;         // 0: all
   float min_p = 0.0f;        // drop tokens with probability < min_p * max probability
+  float presence_penalty = 0.0f;    // OpenAI: subtract once from the logit of every token generated so far
+  float frequency_penalty = 0.0f;   // OpenAI: subtract count times
+  float repetition_penalty = 1.0f;  // HF/vLLM: divide positive logits (multiply negative) of prompt+output tokens
 };
 
 class Sampler {

@@ -55,7 +55,7 @@ Result<Tensor> DecoderModel::forward(const ForwardBatch& batch, KvCache& cache) 
                                         " positions exceeds max_position_embeddings ",
                                         config_.max_position_embeddings));
     }
-    cache.reserve(c.cache_slot, c.start_pos + c.num_tokens);
+    DSI_RETURN_IF_ERROR(cache.check_table(c.block_table, c.start_pos + c.num_tokens));
     total += c.num_tokens;
   }
   if (total != t_all) return Status::InvalidArgument("forward: chunk sizes do not add up to the token count");

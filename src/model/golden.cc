@@ -45,18 +45,18 @@ void put_rows(const Tensor& logits, int64_t begin, int64_t n, std::vector<float>
 Result<std::vector<float>> run_single(Model& model, const GoldenPrompt& p, GoldenMode mode) {
   const int64_t n = static_cast<int64_t>(p.ids.size()), vocab = model.config().vocab_size;
   std::vector<float> out(static_cast<size_t>(n * vocab));
-  KvCache cache(model.kv_layout());
+  SimpleKvCache cache(model.kv_layout());
   const int64_t slot = cache.add_sequence();
   const int64_t first = mode == GoldenMode::kFullSequence ? n : p.prompt_len;
   ForwardBatch prefill;
   prefill.all_logits = true;
-  prefill.add_chunk(slot, 0, std::vector<int64_t>(p.ids.begin(), p.ids.begin() + first));
-  DSI_ASSIGN_OR_RETURN(Tensor logits, model.forward(prefill, cache));
+  cache.add_chunk(prefill, slot, 0, std::vector<int64_t>(p.ids.begin(), p.ids.begin() + first));
+  DSI_ASSIGN_OR_RETURN(Tensor logits, model.forward(prefill, cache.cache()));
   put_rows(logits, 0, first, out, 0);
   for (int64_t i = first; i < n; ++i) {
     ForwardBatch step;
-    step.add_chunk(slot, i, {p.ids[i]});
-    DSI_ASSIGN_OR_RETURN(Tensor l, model.forward(step, cache));
+    cache.add_chunk(step, slot, i, {p.ids[i]});
+    DSI_ASSIGN_OR_RETURN(Tensor l, model.forward(step, cache.cache()));
     put_rows(l, 0, 1, out, i);
   }
   return out;
@@ -65,7 +65,7 @@ Result<std::vector<float>> run_single(Model& model, const GoldenPrompt& p, Golde
 // Runs all prompts together: one batch prefills every prompt, then each step decodes every unfinished one.
 Result<std::vector<std::vector<float>>> run_batched(Model& model, const std::vector<GoldenPrompt>& prompts) {
   const int64_t vocab = model.config().vocab_size;
-  KvCache cache(model.kv_layout());
+  SimpleKvCache cache(model.kv_layout());
   std::vector<std::vector<float>> out(prompts.size());
   std::vector<int64_t> slots;
   ForwardBatch prefill;
@@ -74,9 +74,9 @@ Result<std::vector<std::vector<float>>> run_batched(Model& model, const std::vec
     slots.push_back(cache.add_sequence());
     out[i].resize(prompts[i].ids.size() * vocab);
     const auto& ids = prompts[i].ids;
-    prefill.add_chunk(slots[i], 0, std::vector<int64_t>(ids.begin(), ids.begin() + prompts[i].prompt_len));
+    cache.add_chunk(prefill, slots[i], 0, std::vector<int64_t>(ids.begin(), ids.begin() + prompts[i].prompt_len));
   }
-  DSI_ASSIGN_OR_RETURN(Tensor logits, model.forward(prefill, cache));
+  DSI_ASSIGN_OR_RETURN(Tensor logits, model.forward(prefill, cache.cache()));
   int64_t row = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
     put_rows(logits, row, prompts[i].prompt_len, out[i], 0);
@@ -88,12 +88,12 @@ Result<std::vector<std::vector<float>>> run_batched(Model& model, const std::vec
     for (size_t i = 0; i < prompts.size(); ++i) {
       const int64_t at = prompts[i].prompt_len + pos - 1;
       if (at < static_cast<int64_t>(prompts[i].ids.size())) {
-        step.add_chunk(slots[i], at, {prompts[i].ids[at]});
+        cache.add_chunk(step, slots[i], at, {prompts[i].ids[at]});
         which.push_back(i);
       }
     }
     if (which.empty()) break;
-    DSI_ASSIGN_OR_RETURN(Tensor l, model.forward(step, cache));
+    DSI_ASSIGN_OR_RETURN(Tensor l, model.forward(step, cache.cache()));
     for (size_t j = 0; j < which.size(); ++j) {
       put_rows(l, static_cast<int64_t>(j), 1, out[which[j]], prompts[which[j]].prompt_len + pos - 1);
     }

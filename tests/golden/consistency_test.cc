@@ -83,20 +83,20 @@ std::vector<std::vector<float>> run(Model& model, const std::vector<std::vector<
   std::vector<std::vector<float>> out;
   const int64_t v = model.config().vocab_size;
   for (const auto& ids : prompts) {
-    KvCache cache(model.kv_layout());
+    SimpleKvCache cache(model.kv_layout());
     const int64_t slot = cache.add_sequence();
     std::vector<float> logits;
     const size_t first = incremental ? 3 : ids.size();
     ForwardBatch b;
     b.all_logits = true;
-    b.add_chunk(slot, 0, std::vector<int64_t>(ids.begin(), ids.begin() + first));
-    auto r = model.forward(b, cache);
+    cache.add_chunk(b, slot, 0, std::vector<int64_t>(ids.begin(), ids.begin() + first));
+    auto r = model.forward(b, cache.cache());
     EXPECT_TRUE(r.ok()) << r.status().to_string();
     logits.insert(logits.end(), r->data<float>(), r->data<float>() + r->numel());
     for (size_t i = first; i < ids.size(); ++i) {
       ForwardBatch s;
-      s.add_chunk(slot, static_cast<int64_t>(i), {ids[i]});
-      auto l = model.forward(s, cache);
+      cache.add_chunk(s, slot, static_cast<int64_t>(i), {ids[i]});
+      auto l = model.forward(s, cache.cache());
       EXPECT_TRUE(l.ok());
       logits.insert(logits.end(), l->data<float>(), l->data<float>() + v);
     }

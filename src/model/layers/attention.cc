@@ -68,18 +68,22 @@ void GqaAttention::forward(const LayerContext& ctx, const float* x, const Forwar
 
   std::vector<float> attn(static_cast<size_t>(t_all * qw));  // [num_tokens, num_heads, d]
   int64_t row = 0;
+  std::vector<float> k_scratch, v_scratch;
   for (const SequenceChunk& c : batch.chunks) {
-    float* kc = cache.k(c.cache_slot, layer);
-    float* vc = cache.v(c.cache_slot, layer);
-    std::memcpy(kc + c.start_pos * kw, &k[row * kw], static_cast<size_t>(c.num_tokens * kw) * sizeof(float));
-    std::memcpy(vc + c.start_pos * vw, &v[row * vw], static_cast<size_t>(c.num_tokens * vw) * sizeof(float));
+    for (int64_t i = 0; i < c.num_tokens; ++i) {
+      std::memcpy(cache.k_row(layer, c.block_table, c.start_pos + i), &k[(row + i) * kw], kw * sizeof(float));
+      std::memcpy(cache.v_row(layer, c.block_table, c.start_pos + i), &v[(row + i) * vw], vw * sizeof(float));
+    }
+    const int64_t kv_len = c.start_pos + c.num_tokens;
+    const float* kc = cache.k_rows(layer, c.block_table, kv_len, k_scratch);
+    const float* vc = cache.v_rows(layer, c.block_table, kv_len, v_scratch);
     AttentionArgs a;
     a.q = &q[row * qw];
     a.k = kc;
     a.v = vc;
     a.out = &attn[row * qw];
     a.num_q = c.num_tokens;
-    a.kv_len = c.start_pos + c.num_tokens;
+    a.kv_len = kv_len;
     a.num_q_heads = num_heads_;
     a.num_kv_heads = num_kv_heads_;
     a.head_dim = d;

@@ -98,10 +98,13 @@ void MlaAttention::forward(const LayerContext& ctx, const float* x, const Forwar
   const int64_t aw = num_heads_ * v_dim_;
   std::vector<float> attn(static_cast<size_t>(t_all * aw));  // [t, heads, v]
   int64_t row = 0;
+  std::vector<float> scratch;
   for (const SequenceChunk& c : batch.chunks) {
-    float* lc = cache.k(c.cache_slot, layer);
-    std::memcpy(lc + c.start_pos * lw, &latent[row * lw], static_cast<size_t>(c.num_tokens * lw) * sizeof(float));
+    for (int64_t i = 0; i < c.num_tokens; ++i) {
+      std::memcpy(cache.k_row(layer, c.block_table, c.start_pos + i), &latent[(row + i) * lw], lw * sizeof(float));
+    }
     const int64_t kv_len = c.start_pos + c.num_tokens;
+    const float* lc = cache.k_rows(layer, c.block_table, kv_len, scratch);
     const bool absorbed = mode == MlaMode::kAbsorbed || (mode == MlaMode::kAuto && c.num_tokens == 1);
     if (absorbed) {
       attend_absorbed(ctx, &q[row * qw], c.num_tokens, lc, kv_len, &attn[row * aw]);
