@@ -11,7 +11,17 @@
 
 namespace dsi {
 
-enum class StatusCode { kOk, kInvalidArgument, kNotFound, kCorrupt, kUnsupported, kIoError, kOutOfRange, kInternal };
+enum class StatusCode {
+  kOk,
+  kInvalidArgument,
+  kNotFound,
+  kCorrupt,
+  kUnsupported,
+  kIoError,
+  kOutOfRange,
+  kInternal,
+  kUnavailable,  // temporarily cannot serve (shutting down, loading)
+};
 
 const char* status_code_name(StatusCode code);
 
@@ -28,6 +38,7 @@ class [[nodiscard]] Status {
   static Status IoError(std::string m) { return {StatusCode::kIoError, std::move(m)}; }
   static Status OutOfRange(std::string m) { return {StatusCode::kOutOfRange, std::move(m)}; }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+  static Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }

@@ -22,7 +22,7 @@ struct RopeScaling {
   // yarn
   double beta_fast = 32.0;
   double beta_slow = 1.0;
-  double mscale = 1.0;          // 0 when absent
+  double mscale = 1.0;          // 1 when absent (the Hugging Face default)
   double mscale_all_dim = 0.0;  // 0 when absent
   // llama3
   double low_freq_factor = 1.0;

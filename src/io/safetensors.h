@@ -83,6 +83,7 @@ class TensorStore {
   size_t size() const { return by_name_.size(); }
 
  private:
+  std::string source_;  // the path given to open (for messages)
   std::vector<std::unique_ptr<SafeTensorsFile>> files_;
   std::map<std::string, const TensorInfo*, std::less<>> by_name_;
   std::set<std::string, std::less<>> used_;
