@@ -15,6 +15,30 @@ int64_t argmax(const float* logits, int64_t vocab) {
   return best;
 }
 
+void apply_penalties(float* logits, int64_t vocab, std::span<const int64_t> prompt, std::span<const int64_t> output,
+                     const SamplingParams& params) {
+  if (params.repetition_penalty != 1.0f && params.repetition_penalty > 0.0f) {
+    std::vector<bool> seen(static_cast<size_t>(vocab), false);
+    for (auto ids : {prompt, output}) {
+      for (int64_t id : ids) {
+        if (id < 0 || id >= vocab || seen[id]) continue;
+        seen[id] = true;
+        float& l = logits[id];
+        l = l > 0 ? l / params.repetition_penalty : l * params.repetition_penalty;
+      }
+    }
+  }
+  if (params.presence_penalty == 0.0f && params.frequency_penalty == 0.0f) return;
+  std::vector<int32_t> counts(static_cast<size_t>(vocab), 0);
+  for (int64_t id : output) {
+    if (id >= 0 && id < vocab) ++counts[id];
+  }
+  for (int64_t id = 0; id < vocab; ++id) {
+    if (counts[id] == 0) continue;
+    logits[id] -= params.frequency_penalty * static_cast<float>(counts[id]) + params.presence_penalty;
+  }
+}
+
 int64_t Sampler::sample(const float* logits, int64_t vocab, const SamplingParams& params) {
   if (params.temperature <= 0.0f || params.top_k == 1) return argmax(logits, vocab);
   // Candidates sorted by logit, descending (stable on id for reproducibility).

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <random>
+#include <span>
 
 namespace dsi {
 
@@ -29,5 +30,10 @@ class Sampler {
 };
 
 int64_t argmax(const float* logits, int64_t vocab);
+
+// Repetition penalty over prompt and output tokens (positive logits divided, negative multiplied), then presence
+// and frequency penalties over output tokens (OpenAI semantics), in place. No-op with default params.
+void apply_penalties(float* logits, int64_t vocab, std::span<const int64_t> prompt, std::span<const int64_t> output,
+                     const SamplingParams& params);
 
 }  // namespace dsi

@@ -42,5 +42,17 @@ TEST(Sampler, TemperatureSpreadsChoices) {
   EXPECT_EQ(seen.size(), 3u);
 }
 
+TEST(Sampler, Penalties) {
+  float logits[] = {2.0f, -2.0f, 1.0f, 0.5f};
+  const int64_t prompt[] = {0};
+  const int64_t output[] = {1, 2, 2};
+  apply_penalties(logits, 4, prompt, output,
+                  {.presence_penalty = 0.5f, .frequency_penalty = 0.25f, .repetition_penalty = 2.0f});
+  EXPECT_FLOAT_EQ(logits[0], 1.0f);                  // 2 / 2 (prompt token)
+  EXPECT_FLOAT_EQ(logits[1], -4.0f - 0.25f - 0.5f);  // -2 * 2, then once in the output
+  EXPECT_FLOAT_EQ(logits[2], 0.5f - 0.5f - 0.5f);    // 1 / 2, then twice in the output
+  EXPECT_FLOAT_EQ(logits[3], 0.5f);                  // untouched
+}
+
 }  // namespace
 }  // namespace dsi
