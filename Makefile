@@ -2,7 +2,8 @@
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 15
-MODEL ?= tests/golden/models/ds3-tiny
+MODEL ?=
+SERVE_FLAGS ?=
 CMAKE_FLAGS ?=
 
 .PHONY: all setup configure build test serve fuzz clean bench
@@ -29,8 +30,9 @@ test: build
 fuzz: setup
 	@scripts/run-fuzz.sh $(FUZZ_SECONDS)
 
+# The main job: the OpenAI-compatible server. Without MODEL=DIR it serves the demo model (random weights).
 serve: build
-	$(BUILD)/apps/dsinfer/dsinfer generate --model $(MODEL) --prompt-ids 1,2,3,4,5 --max-tokens 16
+	$(BUILD)/apps/dsinfer/dsinfer serve $(if $(MODEL),--model $(MODEL)) $(SERVE_FLAGS)
 
 bench: build
 	$(BUILD)/apps/dsinfer/dsinfer bench --shape ../shared/bench/shapes/deepseek-v2-lite.json --out bench/results

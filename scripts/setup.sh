@@ -24,4 +24,8 @@ if [ -f tests/oracles/package.json ] && [ ! -d tests/oracles/node_modules ]; the
   echo "setup: installing npm test oracles"
   (cd tests/oracles && npm install --no-audit --no-fund --silent >/dev/null)
 fi
+if [ -f tests/e2e/package.json ] && [ ! -d tests/e2e/node_modules ]; then
+  echo "setup: installing npm packages for the end-to-end tests"
+  (cd tests/e2e && npm install --no-audit --no-fund --silent >/dev/null)
+fi
 exit 0

@@ -5,6 +5,7 @@
 namespace dsi::app {
 
 // argv[0] is the subcommand name.
+int cmd_serve(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 int cmd_check_golden(int argc, char** argv);
 int cmd_bench(int argc, char** argv);

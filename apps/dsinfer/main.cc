@@ -14,6 +14,7 @@ struct Subcommand {
 };
 
 const Subcommand kCommands[] = {
+    {"serve", dsi::app::cmd_serve, "serve a model over an OpenAI-compatible HTTP API (no --model: a demo model)"},
     {"generate", dsi::app::cmd_generate, "generate tokens from a prompt (greedy by default)"},
     {"check-golden", dsi::app::cmd_check_golden, "compare logits with a reference expected.safetensors"},
     {"bench", dsi::app::cmd_bench, "CPU benchmark on a model shape with random weights, with the memory roofline"},

@@ -17,18 +17,12 @@ Result<uintptr_t> RangeAllocator::alloc(size_t bytes, size_t align) {
     const uintptr_t addr = (base_ + off + align - 1) & ~(uintptr_t{align} - 1);
     const size_t pad = addr - (base_ + off);
     if (pad + bytes > size) continue;
-    // Round the block to 256 bytes so the remainder stays aligned for the next caller.
-    size_t take = std::min(size, (pad + bytes + 255) / 256 * 256);
+    // Round blocks to 256 bytes so the remainder stays aligned for the next caller.
+    const size_t take = std::min(size, (pad + bytes + 255) / 256 * 256);
     free_.erase(it);
     if (take < size) free_[off + take] = size - take;
-    live_[off] = take;
+    live_[addr - base_] = Block{off, take};
     used_ += take;
-    // Remember the user address's block start: the map is keyed by block offset; store pad implicitly.
-    if (pad > 0) {  // keep the padding inside the block; key the block by its user address
-      live_.erase(off);
-      live_[addr - base_] = take;
-      pads_note:;
-    }
     return addr;
   }
   return Status::OutOfRange(str_cat("device pool: no free block of ", bytes, " bytes (", used_, " of ", capacity_,
@@ -39,38 +33,20 @@ void RangeAllocator::free(uintptr_t addr) {
   DSI_CHECK(addr >= base_, "device pool: free of a foreign pointer");
   auto it = live_.find(addr - base_);
   DSI_CHECK(it != live_.end(), "device pool: free of an unknown pointer");
-  size_t off = it->first, size = it->second;
+  size_t start = it->second.start, size = it->second.size;
   live_.erase(it);
   used_ -= size;
-  // Blocks are keyed by user address; the padding in front (if any) belongs to this block, so the block starts at
-  // the end of the previous block (free or live). Find that start.
-  size_t start = off;
-  auto prev_free = free_.lower_bound(off);
-  auto prev_live = live_.lower_bound(off);
-  size_t prev_end = 0;
-  if (prev_free != free_.begin()) {
-    auto p = std::prev(prev_free);
-    prev_end = std::max(prev_end, p->first + p->second);
-  }
-  if (prev_live != live_.begin()) {
-    auto p = std::prev(prev_live);
-    prev_end = std::max(prev_end, p->first + p->second);
-  }
-  start = std::min(start, prev_end);
-  size += off - start;
-  // Coalesce with the free neighbours.
   auto next = free_.lower_bound(start);
-  if (next != free_.end() && next->first == start + size) {
+  if (next != free_.end() && next->first == start + size) {  // merge with the free block after
     size += next->second;
-    free_.erase(next);
+    next = free_.erase(next);
   }
-  auto after = free_.lower_bound(start);
-  if (after != free_.begin()) {
-    auto p = std::prev(after);
-    if (p->first + p->second == start) {
-      start = p->first;
-      size += p->second;
-      free_.erase(p);
+  if (next != free_.begin()) {  // merge with the free block before
+    auto prev = std::prev(next);
+    if (prev->first + prev->second == start) {
+      start = prev->first;
+      size += prev->second;
+      free_.erase(prev);
     }
   }
   free_[start] = size;

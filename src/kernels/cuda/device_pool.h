@@ -29,7 +29,10 @@ class RangeAllocator {
   size_t capacity_;
   size_t used_ = 0;
   std::map<size_t, size_t> free_;  // offset -> size, non-adjacent (coalesced)
-  std::map<size_t, size_t> live_;  // offset -> size (size includes alignment padding at the front)
+  struct Block {
+    size_t start, size;  // the carved range; the user address may sit past `start` (alignment)
+  };
+  std::map<size_t, Block> live_;  // user offset -> block
 };
 
 class DevicePool {

@@ -1,0 +1,62 @@
+// CudaContext: the device, one stream, the cuBLASLt handle and its workspace, the device pool and a scratch
+// buffer for staging (e.g. f32 -> bf16 activations). Every CUDA kernel launcher takes one. Not thread-safe:
+// one thread owns the context and issues all work on its stream.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <memory>
+
+#include "core/status.h"
+#include "kernels/cuda/device_pool.h"
+
+namespace dsi {
+
+class GemmPlanCache;  // gemm_cublaslt.cc
+
+struct CudaContextOptions {
+  int device = 0;
+  size_t pool_bytes = size_t{1} << 30;       // the one cudaMalloc
+  size_t cublas_workspace_bytes = 32 << 20;  // carved from the pool
+};
+
+class CudaContext {
+ public:
+  static Result<std::unique_ptr<CudaContext>> create(const CudaContextOptions& options);
+  ~CudaContext();
+  CudaContext(const CudaContext&) = delete;
+  CudaContext& operator=(const CudaContext&) = delete;
+
+  cudaStream_t stream() const { return stream_; }
+  void* cublas_handle() const { return cublas_; }  // cublasLtHandle_t
+  void* cublas_workspace() const { return workspace_; }
+  size_t cublas_workspace_bytes() const { return workspace_bytes_; }
+  DevicePool& pool() { return *pool_; }
+  GemmPlanCache& gemm_plans() { return *plans_; }
+  int num_sms() const { return num_sms_; }
+  const cudaDeviceProp& props() const { return props_; }
+
+  // Device scratch of at least `bytes`, valid until the next call (grows through the pool; stream-ordered use).
+  Result<void*> scratch(size_t bytes);
+  Status synchronize() const;
+
+ private:
+  CudaContext() = default;
+  int device_ = 0;
+  cudaStream_t stream_ = nullptr;
+  void* cublas_ = nullptr;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+  std::unique_ptr<DevicePool> pool_;
+  std::unique_ptr<GemmPlanCache> plans_;
+  void* scratch_ = nullptr;
+  size_t scratch_bytes_ = 0;
+  int num_sms_ = 0;
+  cudaDeviceProp props_{};
+};
+
+// Number of CUDA devices; 0 when there is no device or no driver (never an error).
+int cuda_device_count();
+
+}  // namespace dsi

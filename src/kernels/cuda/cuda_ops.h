@@ -1,0 +1,105 @@
+// CUDA kernels with the semantics of kernels/ops.h, on device pointers, queued on the context's stream.
+// Each launcher validates its arguments (InvalidArgument / Unsupported) and returns launch errors as Status.
+//
+// Dtypes: activations are f32 unless a field says otherwise; bf16 values are passed as uint16_t bit patterns;
+// FP8 is OCP e4m3 ("fn") as uint8_t. Tests compare every launcher with its kernels/ref twin.
+#pragma once
+
+#include <cstdint>
+
+#include "core/status.h"
+#include "kernels/cuda/cuda_context.h"
+#include "kernels/ops.h"
+
+namespace dsi::cuda {
+
+// ---- GEMM: y[m, n] = x[m, k] w[n, k]^T (+ bias) (+ y with accumulate) ---------------------------------------
+// MatmulArgs from ops.h with device pointers. w bf16: m == 1 runs our GEMV (f32 activations, f32 accumulation,
+// reads w once); larger m runs cuBLASLt with the activations rounded to bf16 (f32 accumulation and output), which
+// measured faster from m = 2 on (bench/results/cuda-kernels-2026-11-24.json).
+// w f32: cuBLASLt in f32. k must be a multiple of 8 for bf16 weights (16-byte rows).
+Status matmul(CudaContext& ctx, const MatmulArgs& args);
+// Forced paths (for tests and benchmarks).
+Status gemv_bf16(CudaContext& ctx, const MatmulArgs& args);      // any m (fast for m <= 16)
+Status gemm_cublaslt(CudaContext& ctx, const MatmulArgs& args);  // cuBLASLt
+
+// bf16 x bf16 GEMM with bf16 activations already on the device (prefill path).
+struct GemmBf16Args {
+  const uint16_t* x = nullptr;  // [m, k] bf16, row stride k
+  const uint16_t* w = nullptr;  // [n, k] bf16
+  void* y = nullptr;            // [m, n], row stride n, f32 or bf16
+  DType y_dtype = DType::kF32;
+  int64_t m = 0, n = 0, k = 0;
+};
+Status gemm_bf16(CudaContext& ctx, const GemmBf16Args& args);
+
+// ---- FP8 e4m3 with DeepSeek block scales --------------------------------------------------------------------
+// Per token and per 128 channels: s = max|x| / 448 (max|x| floored at 1e-12), q = e4m3(x / s), RNE, saturating.
+struct QuantizeFp8Args {
+  const float* x = nullptr;  // [m, k], row stride x_stride (0 means k)
+  uint8_t* q = nullptr;      // [m, k] e4m3, row stride k
+  float* scale = nullptr;    // [ceil(k / 128), m]: M-major, as cuBLASLt's VEC128 scale of the activations
+  int64_t m = 0, k = 0, x_stride = 0;
+};
+Status quantize_fp8(CudaContext& ctx, const QuantizeFp8Args& args);
+
+// y[m, n] = sum_k (q_x[m, k] s_x[k/128, m]) (q_w[n, k] s_w[n/128, k/128]), through cuBLASLt
+// (VEC128_32F x BLK128x128_32F, f32 accumulation); w_scale is DeepSeek's weight_scale_inv as stored.
+struct GemmFp8Args {
+  const uint8_t* x = nullptr;      // [m, k] e4m3
+  const float* x_scale = nullptr;  // [ceil(k/128), m] (from quantize_fp8)
+  const uint8_t* w = nullptr;      // [n, k] e4m3
+  const float* w_scale = nullptr;  // [ceil(n/128), ceil(k/128)] row-major
+  void* y = nullptr;               // [m, n] f32 or bf16, row stride n
+  DType y_dtype = DType::kBF16;
+  int64_t m = 0, n = 0, k = 0;
+};
+// k % 512 == 0 (other k give wrong results in cuBLASLt 13.1 on the H100: Unsupported). cuBLASLt's block-scaled kernels need m % 16 == 0: other m are staged through zero-padded
+// scratch copies (x, x_scale, y), which costs a few small copies per call; callers that allocate
+// fp8_gemm_rows(m) rows and pass that as m avoid them.
+Status gemm_fp8(CudaContext& ctx, const GemmFp8Args& args);
+int64_t fp8_gemm_rows(int64_t m);
+
+// ---- Element-wise and small ops (ops.h semantics) -----------------------------------------------------------
+Status rmsnorm(CudaContext& ctx, const RmsNormArgs& args);
+// h = x + residual; residual = h; y = rmsnorm(h) * w. y may alias x; residual must not alias y.
+struct RmsNormResidualArgs {
+  const float* x = nullptr;   // [m, d], row stride d
+  float* residual = nullptr;  // [m, d], in/out
+  const float* w = nullptr;   // [d]
+  float* y = nullptr;         // [m, d]
+  int64_t m = 0, d = 0;
+  float eps = 1e-6f;
+};
+Status rmsnorm_residual(CudaContext& ctx, const RmsNormResidualArgs& args);
+// RopeArgs with device x, positions and inv_freq (double, [rot_dim / 2]); angles in double as the reference.
+Status rope(CudaContext& ctx, const RopeArgs& args);
+Status silu_mul(CudaContext& ctx, const SiluMulArgs& args);
+// EmbeddingArgs on the device; ids outside [0, vocab) give rows of zeros (the reference aborts on the host).
+Status embedding(CudaContext& ctx, const EmbeddingArgs& args);
+// MoeRouteArgs on the device (num_experts <= 1024, top_k <= 32, n_group <= 32); scores in double, ties to the
+// lower index, exactly as ref_moe_route.
+Status moe_route(CudaContext& ctx, const MoeRouteArgs& args);
+
+// Conversions.
+Status f32_to_bf16(CudaContext& ctx, const float* x, uint16_t* y, int64_t m, int64_t k, int64_t x_stride);
+
+// ---- MLA absorbed decode -----------------------------------------------------------------------------------
+// One query token per sequence over its latent cache [tokens, kv_lora_rank + rope_dim] (bf16, contiguous per
+// sequence): out[b, h, :] = softmax(scale * q[b, h] . c[s]) c[s, :kv_lora_rank]. Split-K over the sequence
+// (flash-decoding) with a combine kernel; tensor cores (mma.sync bf16, q rounded to bf16, f32 accumulation).
+// Supports kv_lora_rank 512 and rope_dim 64 (DeepSeek V2/V3).
+struct MlaDecodeArgs {
+  const float* q = nullptr;          // [batch, num_heads, kv_lora_rank + rope_dim] ([q_nope W_UK | q_pe])
+  const uint16_t* cache = nullptr;   // [batch, max_tokens, kv_lora_rank + rope_dim] bf16
+  const int32_t* seq_lens = nullptr; // [batch] device, each in [1, max_tokens]
+  float* out = nullptr;              // [batch, num_heads, kv_lora_rank]
+  int64_t batch = 0, num_heads = 0, max_tokens = 0;
+  int64_t kv_lora_rank = 512, rope_dim = 64;
+  int64_t max_seq_len = 0;  // upper bound of seq_lens (host), sizes the split
+  float scale = 1.0f;
+  int num_splits = 0;  // 0: chosen from the SM count
+};
+Status mla_decode(CudaContext& ctx, const MlaDecodeArgs& args);
+
+}  // namespace dsi::cuda

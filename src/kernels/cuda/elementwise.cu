@@ -1,0 +1,157 @@
+// RMSNorm (plain and with the residual add fused), RoPE, SiLU-and-mul and the embedding gather.
+#include <cuda_bf16.h>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/warp_reduce.cuh"
+
+namespace dsi::cuda {
+namespace {
+
+constexpr int kNormThreads = 256;
+
+__device__ float block_sum(float v) {
+  __shared__ float partial[kNormThreads / 32];
+  __shared__ float total;
+  v = warp_sum(v);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float s = threadIdx.x < kNormThreads / 32 ? partial[threadIdx.x] : 0.0f;
+    s = warp_sum(s);
+    if (threadIdx.x == 0) total = s;
+  }
+  __syncthreads();
+  return total;
+}
+
+// One block per row. With `residual`, h = x + residual is written back to residual and normalized.
+__global__ void __launch_bounds__(kNormThreads)
+    rmsnorm_kernel(const float* x, float* residual, const float* w, float* y, int64_t d, int64_t xs, int64_t ys,
+                   float eps) {
+  const int64_t row = blockIdx.x;
+  const float* xr = x + row * xs;
+  float* yr = y + row * ys;
+  float* rr = residual != nullptr ? residual + row * d : nullptr;
+  float sum_sq = 0.0f;
+  for (int64_t i = threadIdx.x; i < d; i += kNormThreads) {
+    float h = xr[i];
+    if (rr != nullptr) {
+      h += rr[i];
+      rr[i] = h;
+    }
+    sum_sq += h * h;
+  }
+  const float inv_rms = rsqrtf(block_sum(sum_sq) / static_cast<float>(d) + eps);
+  // The block_sum barrier orders every read of x (or write of residual) before y, which may alias x, is written.
+  const float* src = rr != nullptr ? rr : xr;
+  for (int64_t i = threadIdx.x; i < d; i += kNormThreads) yr[i] = src[i] * inv_rms * w[i];
+}
+
+// One thread per (token, head, pair).
+__global__ void rope_kernel(RopeArgs a) {
+  const int64_t half = a.rot_dim / 2;
+  const int64_t total = a.num_tokens * a.num_heads * half;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
+       idx += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t i = idx % half, h = (idx / half) % a.num_heads, t = idx / (half * a.num_heads);
+    float* x = a.x + t * a.token_stride + h * a.head_stride;
+    double s, c;
+    sincos(static_cast<double>(a.positions[t]) * a.inv_freq[i], &s, &c);
+    c *= a.attn_factor;
+    s *= a.attn_factor;
+    const int64_t i0 = a.style == RopeStyle::kNeox ? i : 2 * i;
+    const int64_t i1 = a.style == RopeStyle::kNeox ? i + half : 2 * i + 1;
+    const double x0 = x[i0], x1 = x[i1];
+    x[i0] = static_cast<float>(x0 * c - x1 * s);
+    x[i1] = static_cast<float>(x1 * c + x0 * s);
+  }
+}
+
+__global__ void silu_mul_kernel(SiluMulArgs a, int64_t in_stride) {
+  const int64_t total = a.m * a.d;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
+       idx += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = idx / a.d, c = idx % a.d;
+    const float g = a.gate[r * in_stride + c];
+    a.out[idx] = g / (1.0f + expf(-g)) * a.up[r * in_stride + c];
+  }
+}
+
+template <class T>
+__global__ void embedding_kernel(const T* table, const int64_t* ids, float* out, int64_t vocab, int64_t d) {
+  const int64_t t = blockIdx.x;
+  const int64_t id = ids[t];
+  const bool ok = id >= 0 && id < vocab;
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+    float v = 0.0f;
+    if (ok) {
+      if constexpr (sizeof(T) == 2) {
+        v = __uint_as_float(static_cast<uint32_t>(table[id * d + i]) << 16);
+      } else {
+        v = table[id * d + i];
+      }
+    }
+    out[t * d + i] = v;
+  }
+}
+
+unsigned grid_for(int64_t total, int max_blocks) {
+  const int64_t b = (total + 255) / 256;
+  return static_cast<unsigned>(b < max_blocks ? (b > 0 ? b : 1) : max_blocks);
+}
+
+}  // namespace
+
+Status rmsnorm(CudaContext& ctx, const RmsNormArgs& a) {
+  if (a.m < 0 || a.d <= 0) return Status::InvalidArgument(str_cat("rmsnorm: shape ", a.m, "x", a.d));
+  if (a.m == 0) return Status::Ok();
+  rmsnorm_kernel<<<static_cast<unsigned>(a.m), kNormThreads, 0, ctx.stream()>>>(
+      a.x, nullptr, a.w, a.y, a.d, a.x_stride ? a.x_stride : a.d, a.y_stride ? a.y_stride : a.d, a.eps);
+  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  return Status::Ok();
+}
+
+Status rmsnorm_residual(CudaContext& ctx, const RmsNormResidualArgs& a) {
+  if (a.m < 0 || a.d <= 0) return Status::InvalidArgument(str_cat("rmsnorm_residual: shape ", a.m, "x", a.d));
+  if (a.residual == a.y) return Status::InvalidArgument("rmsnorm_residual: residual aliases y");
+  if (a.m == 0) return Status::Ok();
+  rmsnorm_kernel<<<static_cast<unsigned>(a.m), kNormThreads, 0, ctx.stream()>>>(a.x, a.residual, a.w, a.y, a.d,
+                                                                                  a.d, a.d, a.eps);
+  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  return Status::Ok();
+}
+
+Status rope(CudaContext& ctx, const RopeArgs& a) {
+  if (a.rot_dim % 2 != 0) return Status::InvalidArgument(str_cat("rope: odd rot_dim ", a.rot_dim));
+  const int64_t total = a.num_tokens * a.num_heads * (a.rot_dim / 2);
+  if (total == 0) return Status::Ok();
+  rope_kernel<<<grid_for(total, 16 * ctx.num_sms()), 256, 0, ctx.stream()>>>(a);
+  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  return Status::Ok();
+}
+
+Status silu_mul(CudaContext& ctx, const SiluMulArgs& a) {
+  const int64_t total = a.m * a.d;
+  if (total == 0) return Status::Ok();
+  silu_mul_kernel<<<grid_for(total, 16 * ctx.num_sms()), 256, 0, ctx.stream()>>>(a, a.in_stride ? a.in_stride : a.d);
+  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  return Status::Ok();
+}
+
+Status embedding(CudaContext& ctx, const EmbeddingArgs& a) {
+  if (a.num_tokens == 0 || a.d == 0) return Status::Ok();
+  const unsigned blocks = static_cast<unsigned>(a.num_tokens);
+  if (a.table_dtype == DType::kBF16) {
+    embedding_kernel<<<blocks, 256, 0, ctx.stream()>>>(static_cast<const uint16_t*>(a.table), a.ids, a.out, a.vocab,
+                                                       a.d);
+  } else if (a.table_dtype == DType::kF32) {
+    embedding_kernel<<<blocks, 256, 0, ctx.stream()>>>(static_cast<const float*>(a.table), a.ids, a.out, a.vocab, a.d);
+  } else {
+    return Status::Unsupported(str_cat("embedding: table dtype ", dtype_name(a.table_dtype)));
+  }
+  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  return Status::Ok();
+}
+
+}  // namespace dsi::cuda

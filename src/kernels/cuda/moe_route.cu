@@ -1,0 +1,136 @@
+// MoE router on the GPU with ref_moe_route's semantics: scores in double, group-limited selection, top-k with
+// ties to the lower index, weights from the masked scores (V2) or the unbiased scores (V3 noaux_tc).
+#include <cmath>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_ops.h"
+
+namespace dsi::cuda {
+namespace {
+
+constexpr int kMaxExperts = 1024;
+constexpr int kMaxTopK = 32;
+
+// Warp-wide argmax of (value, index): larger value wins, ties go to the lower index.
+__device__ void warp_argmax(double& v, int& idx) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const double ov = __shfl_xor_sync(0xffffffffu, v, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+    if (ov > v || (ov == v && oi < idx)) {
+      v = ov;
+      idx = oi;
+    }
+  }
+}
+
+// One warp (one block) per token. Shared memory: scores[E], choice[E] (double).
+__global__ void moe_route_kernel(MoeRouteArgs a) {
+  extern __shared__ double smem[];
+  const int64_t E = a.num_experts;
+  double* scores = smem;
+  double* choice = smem + E;
+  const int lane = threadIdx.x;
+  const int64_t t = blockIdx.x;
+  const float* logits = a.logits + t * E;
+
+  if (a.scoring == MoeScoring::kSigmoid) {
+    for (int64_t e = lane; e < E; e += 32) scores[e] = 1.0 / (1.0 + exp(-static_cast<double>(logits[e])));
+  } else {
+    double mx = -INFINITY;
+    for (int64_t e = lane; e < E; e += 32) mx = fmax(mx, static_cast<double>(logits[e]));
+    for (int o = 16; o > 0; o >>= 1) mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    double sum = 0.0;
+    for (int64_t e = lane; e < E; e += 32) sum += scores[e] = exp(static_cast<double>(logits[e]) - mx);
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    for (int64_t e = lane; e < E; e += 32) scores[e] /= sum;
+  }
+  for (int64_t e = lane; e < E; e += 32) {
+    choice[e] = scores[e] + (a.method == MoeTopk::kNoauxTc && a.bias != nullptr ? a.bias[e] : 0.0f);
+  }
+  __syncwarp();
+
+  if (a.method != MoeTopk::kGreedy) {
+    const int64_t gs = E / a.n_group;
+    // Lane g scores group g.
+    double gscore = -INFINITY;
+    if (lane < a.n_group) {
+      double best = -INFINITY, second = -INFINITY;
+      for (int64_t e = lane * gs; e < (lane + 1) * gs; ++e) {
+        const double v = choice[e];
+        if (v > best) {
+          second = best;
+          best = v;
+        } else if (v > second) {
+          second = v;
+        }
+      }
+      gscore = a.method == MoeTopk::kGroupLimitedGreedy ? best : (gs == 1 ? best : best + second);
+    }
+    bool keep = false;
+    for (int64_t r = 0; r < a.topk_group; ++r) {
+      double v = (lane < a.n_group && !keep) ? gscore : -INFINITY;
+      int idx = (lane < a.n_group && !keep) ? lane : 1 << 30;
+      warp_argmax(v, idx);
+      if (lane == idx) keep = true;
+    }
+    const unsigned keep_mask = __ballot_sync(0xffffffffu, keep);
+    for (int64_t e = lane; e < E; e += 32) {
+      if (((keep_mask >> (e / gs)) & 1u) == 0) choice[e] = 0.0;
+    }
+    __syncwarp();
+  }
+
+  // Top-k: k rounds of warp argmax; a chosen expert's choice becomes -inf.
+  int chosen_id = 0;       // lane i < top_k holds the i-th pick
+  double chosen_w = 0.0;
+  for (int64_t r = 0; r < a.top_k; ++r) {
+    double v = -INFINITY;
+    int idx = 1 << 30;
+    for (int64_t e = lane; e < E; e += 32) {
+      if (choice[e] > v) {  // ascending e per lane: ties keep the lower index
+        v = choice[e];
+        idx = static_cast<int>(e);
+      }
+    }
+    warp_argmax(v, idx);
+    if (lane == r) {
+      chosen_id = idx;
+      chosen_w = a.method == MoeTopk::kNoauxTc ? scores[idx] : v;
+    }
+    __syncwarp();
+    if (lane == 0) choice[idx] = -INFINITY;
+    __syncwarp();
+  }
+  double sum = lane < a.top_k ? chosen_w : 0.0;
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  const bool normalize = a.norm_topk_prob && (a.method == MoeTopk::kNoauxTc || a.top_k > 1);
+  if (lane < a.top_k) {
+    const double w = normalize ? chosen_w / (sum + 1e-20) : chosen_w;
+    a.expert_ids[t * a.top_k + lane] = chosen_id;
+    a.weights[t * a.top_k + lane] = static_cast<float>(w * a.routed_scaling_factor);
+  }
+}
+
+}  // namespace
+
+Status moe_route(CudaContext& ctx, const MoeRouteArgs& a) {
+  if (a.num_experts <= 0 || a.num_experts > kMaxExperts || a.top_k <= 0 || a.top_k > kMaxTopK ||
+      a.top_k > a.num_experts) {
+    return Status::Unsupported(str_cat("moe_route: top_k ", a.top_k, " of ", a.num_experts, " experts (at most ",
+                                       kMaxTopK, " of ", kMaxExperts, ")"));
+  }
+  if (a.method != MoeTopk::kGreedy &&
+      (a.n_group <= 0 || a.n_group > 32 || a.num_experts % a.n_group != 0 || a.topk_group <= 0 ||
+       a.topk_group > a.n_group)) {
+    return Status::InvalidArgument(str_cat("moe_route: ", a.num_experts, " experts in ", a.n_group,
+                                           " groups, keep ", a.topk_group));
+  }
+  if (a.num_tokens == 0) return Status::Ok();
+  const size_t smem = static_cast<size_t>(2 * a.num_experts) * sizeof(double);
+  moe_route_kernel<<<static_cast<unsigned>(a.num_tokens), 32, smem, ctx.stream()>>>(a);
+  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  return Status::Ok();
+}
+
+}  // namespace dsi::cuda

@@ -1,0 +1,47 @@
+// Warp-level reductions shared by the CUDA kernels.
+#pragma once
+
+namespace dsi::cuda {
+
+// Reduce-scatter of V per-lane partial sums across a warp: afterwards lane l holds, in acc[0 .. max(1, V/32)),
+// the full sums of values i + (l * V) / 32. Each step halves the live values (V - 1 shuffles in all, plus
+// log2(32 / V) plain steps when V < 32) instead of V full butterflies. V is a power of two.
+template <int W, int O, int V>
+__device__ __forceinline__ void warp_reduce_scatter_step(float (&acc)[V], int lane) {
+  if constexpr (O > 0) {
+    if constexpr (W == 1) {
+      acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], O);
+      warp_reduce_scatter_step<1, O / 2, V>(acc, lane);
+    } else {
+      const bool upper = (lane & O) != 0;
+      constexpr int H = W / 2;
+      // Once one value per lane remains per group of lanes, later steps are plain reductions (W == 1 above).
+#pragma unroll
+      for (int i = 0; i < H; ++i) {
+        const float send = upper ? acc[i] : acc[i + H];
+        const float keep = upper ? acc[i + H] : acc[i];
+        acc[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+      }
+      warp_reduce_scatter_step<H, O / 2, V>(acc, lane);
+    }
+  }
+}
+
+template <int V, int O>
+__device__ __forceinline__ void warp_reduce_scatter(float (&acc)[V], int lane) {
+  warp_reduce_scatter_step<V, O, V>(acc, lane);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+}  // namespace dsi::cuda
