@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(build-essential cmake ninja-build ccache pkg-config clang libclang-rt-14-dev
       libgtest-dev libgmock-dev libbenchmark-dev
       nlohmann-json3-dev libcli11-dev libpcre2-dev libxxhash-dev libcpp-httplib-dev prometheus
-      python3 python3-jinja2 nodejs npm jq)
+      libicu-dev python3 python3-jinja2 nodejs npm jq)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -38,7 +38,7 @@ void check(bool cond, const char* what) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto& tok = tokenizer();
   std::string text(reinterpret_cast<const char*>(data), size);
-  std::vector<int32_t> with_bos = tok.encode(text, /*add_special_tokens=*/true);
+  std::vector<int32_t> with_bos = tok.encode(text, {.add_special_tokens = true});
   std::vector<int32_t> ids = tok.encode(text);
   check(with_bos.size() == ids.size() + 1 && std::equal(ids.begin(), ids.end(), with_bos.begin() + 1), "BOS + ids");
   auto decoded = tok.decode(ids);
