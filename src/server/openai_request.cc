@@ -7,7 +7,9 @@
 
 namespace dsi::server {
 
-using json = nlohmann::json;
+// ordered: the chat template sees keys in the order the client sent them (tojson of tool definitions must match
+// Hugging Face, which keeps insertion order).
+using json = nlohmann::ordered_json;
 
 namespace {
 
