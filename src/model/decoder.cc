@@ -25,6 +25,13 @@ Status load_head(TensorStore& store, const ModelConfig& config, DecoderParts* pa
   return Status::Ok();
 }
 
+Status load_layer_norms(TensorStore& store, const ModelConfig& config, const std::string& prefix, DecoderLayer* layer) {
+  DSI_ASSIGN_OR_RETURN(layer->input_norm, load_vector(store, prefix + ".input_layernorm.weight", config.hidden_size));
+  DSI_ASSIGN_OR_RETURN(layer->post_attention_norm,
+                       load_vector(store, prefix + ".post_attention_layernorm.weight", config.hidden_size));
+  return Status::Ok();
+}
+
 DecoderModel::DecoderModel(ModelConfig config, DecoderParts parts, const ModelOptions& options)
     : config_(std::move(config)),
       parts_(std::move(parts)),

@@ -54,5 +54,7 @@ Result<DecoderParts> load_llama_parts(const ModelConfig& config, TensorStore& st
 // Shared loading helpers.
 Result<Tensor> load_embedding(TensorStore& store, const ModelConfig& config);
 Status load_head(TensorStore& store, const ModelConfig& config, DecoderParts* parts);
+// input_layernorm and post_attention_layernorm of the layer at `prefix` ("model.layers.N").
+Status load_layer_norms(TensorStore& store, const ModelConfig& config, const std::string& prefix, DecoderLayer* layer);
 
 }  // namespace dsi

@@ -11,9 +11,7 @@ Result<DecoderParts> load_llama_parts(const ModelConfig& config, TensorStore& st
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
     const std::string p = str_cat("model.layers.", l);
     DecoderLayer layer;
-    DSI_ASSIGN_OR_RETURN(layer.input_norm, load_vector(store, p + ".input_layernorm.weight", config.hidden_size));
-    DSI_ASSIGN_OR_RETURN(layer.post_attention_norm,
-                         load_vector(store, p + ".post_attention_layernorm.weight", config.hidden_size));
+    DSI_RETURN_IF_ERROR(load_layer_norms(store, config, p, &layer));
     DSI_ASSIGN_OR_RETURN(GqaAttention attn, GqaAttention::load(store, p + ".self_attn", config, shard));
     if (l == 0) parts.kv_layout = {config.num_hidden_layers, attn.k_width(), attn.v_width()};
     layer.attention = std::move(attn);
