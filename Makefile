@@ -5,6 +5,10 @@ FUZZ_SECONDS ?= 15
 MODEL ?=
 SERVE_FLAGS ?=
 CMAKE_FLAGS ?=
+# The CUDA backend compiles wherever nvcc is (its tests skip without a GPU); DSI_CUDA=OFF leaves it out.
+NVCC ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
+DSI_CUDA ?= $(if $(NVCC),ON,OFF)
+CUDA_FLAGS = -DDSI_CUDA=$(DSI_CUDA) $(if $(filter ON,$(DSI_CUDA)),-DCMAKE_CUDA_COMPILER=$(NVCC))
 
 .PHONY: all setup configure build test serve fuzz clean bench
 
@@ -15,7 +19,7 @@ setup:
 
 $(BUILD)/build.ninja:
 	@scripts/setup.sh
-	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER_LAUNCHER=ccache $(CMAKE_FLAGS)
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER_LAUNCHER=ccache $(CUDA_FLAGS) $(CMAKE_FLAGS)
 
 configure: $(BUILD)/build.ninja
 
