@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -26,9 +27,15 @@ namespace dsi::app {
 namespace {
 
 // Self-pipe: the signal handler only writes one byte; the main thread waits on the read end.
+// While the model loads there is nothing to drain, so a stop signal exits at once (a multi-minute load must not
+// ignore Ctrl-C or Kubernetes' SIGTERM); a second signal during the graceful shutdown exits at once too.
 int g_signal_pipe[2] = {-1, -1};
+volatile sig_atomic_t g_serving = 0;
+volatile sig_atomic_t g_signals = 0;
 
 extern "C" void on_stop_signal(int sig) {
+  if (!g_serving || g_signals > 0) _exit(128 + sig);
+  g_signals = 1;
   const int saved = errno;
   const unsigned char b = static_cast<unsigned char>(sig);
   if (g_signal_pipe[1] >= 0) (void)!write(g_signal_pipe[1], &b, 1);
@@ -132,6 +139,7 @@ int cmd_serve(int argc, char** argv) {
   log_info("dsinfer serve: '", info.served_model_name, "'", random_weights ? " (random weights, demo)" : "",
            " on http://", sc.host, ":", http.port(), "/v1 (max_model_len ", (*engine)->max_model_len(), ")");
   std::fprintf(stderr, "dsinfer: serving on http://%s:%d\n", sc.host.c_str(), http.port());
+  g_serving = 1;
 
   const int sig = wait_for_signal(listener_done);
   if (sig < 0) {
@@ -140,7 +148,7 @@ int cmd_serve(int argc, char** argv) {
     return report_error(listen_status.ok() ? Status::Internal("the HTTP listener stopped") : listen_status);
   }
   log_info("dsinfer serve: signal ", sig, ": shutting down (grace ", shutdown_timeout_s, " s)");
-  http.shutdown(std::chrono::milliseconds(static_cast<int64_t>(shutdown_timeout_s * 1000)));
+  http.shutdown(std::chrono::milliseconds(static_cast<int64_t>(std::min(shutdown_timeout_s, 86400.0) * 1000)));
   // Idle keep-alive connections can hold the listener's pool for a while; do not wait on them for long.
   for (int i = 0; i < 300 && !listener_done.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   if (!listener_done.load()) {

@@ -84,7 +84,12 @@ TokenLogprob logprobs_of(const float* logits, int64_t vocab, int64_t id, int top
     for (int64_t i = 0; i < vocab; ++i) ids[i] = static_cast<int32_t>(i);
     const auto n = std::min<int64_t>(top_n, vocab);
     std::partial_sort(ids.begin(), ids.begin() + n, ids.end(),
-                      [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+                      [&](int32_t a, int32_t b) {
+                        // NaN ranks last, so the order stays strict and weak.
+                        const float la = std::isnan(logits[a]) ? -INFINITY : logits[a];
+                        const float lb = std::isnan(logits[b]) ? -INFINITY : logits[b];
+                        return la > lb || (la == lb && a < b);
+                      });
     for (int64_t i = 0; i < n; ++i) lp.top.push_back({ids[i], static_cast<float>(logits[ids[i]] - log_z)});
   }
   return lp;
@@ -117,7 +122,7 @@ class EngineImpl final : public Engine {
       if (id < 0 || id >= vocab) return Status::InvalidArgument(str_cat("token id ", id, " is outside the vocabulary [0, ", vocab, ")"));
     }
     if (request.max_tokens < 1) return Status::InvalidArgument("max_tokens must be at least 1");
-    if (n + request.max_tokens > max_model_len_) {
+    if (request.max_tokens > max_model_len_ - n) {  // (n + max_tokens could overflow)
       return Status::InvalidArgument(str_cat("this model's maximum context length is ", max_model_len_,
                                              " tokens, but ", n + request.max_tokens, " were requested (", n,
                                              " in the prompt, ", request.max_tokens,
@@ -302,10 +307,12 @@ void EngineImpl::run_step() {
     if (!c.samples) continue;
     Active& a = active_.at(c.seq_id);
     const Sequence* seq = scheduler_.find(c.seq_id);
-    row.assign(logits->data<float>() + i * vocab, logits->data<float>() + (i + 1) * vocab);
+    const float* raw = logits->data<float>() + i * vocab;
+    row.assign(raw, raw + vocab);
     apply_penalties(row.data(), vocab, seq->request.prompt_ids, seq->output_ids(), a.request.sampling);
     const int64_t token = a.sampler.sample(row.data(), vocab, a.request.sampling);
-    if (a.request.top_logprobs >= 0) a.pending_logprobs.push_back(logprobs_of(row.data(), vocab, token, a.request.top_logprobs));
+    // Logprobs of the model's own distribution (before penalties and temperature), as vLLM reports by default.
+    if (a.request.top_logprobs >= 0) a.pending_logprobs.push_back(logprobs_of(raw, vocab, token, a.request.top_logprobs));
     outputs.push_back({c.seq_id, token});
   }
   for (const RequestDelta& d : scheduler_.update(outputs)) deliver(d);

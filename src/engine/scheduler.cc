@@ -127,7 +127,8 @@ bool Scheduler::admit_waiting(Planning& p) {
   waiting_.pop_front();
   seq->status = SequenceStatus::kRunning;
   seq->num_computed_tokens = num_cached;
-  seq->num_cached_tokens = num_cached;
+  // A prefix-cache hit is reported once, for the prompt: a recompute after preemption finds its own blocks.
+  if (seq->num_preemptions == 0) seq->num_cached_tokens = std::min(num_cached, seq->num_prompt_tokens());
   running_.push_back(seq);
   add_chunk(seq, num_new, p);
   return true;

@@ -249,7 +249,6 @@ void HttpServer::Impl::handle_generate(Endpoint endpoint, const httplib::Request
         if (d.finished) {
           state->finished[i] = true;
           reasons.push_back(d.finish_reason);
-          if (d.finish_reason == "error") set_fatal(d.error);
         }
         state->builder->add_delta(static_cast<int>(i), d);
       }
@@ -281,8 +280,7 @@ void HttpServer::Impl::handle_generate(Endpoint endpoint, const httplib::Request
           if (d.finished) {
             state->finished[i] = true;
             reasons->push_back(d.finish_reason);
-            if (d.finish_reason == "error") set_fatal(d.error);
-          }
+            }
           out += state->builder->stream_delta(static_cast<int>(i), d);
           if (state->builder->error()) break;
         }
