@@ -1,77 +1,85 @@
 #!/usr/bin/env bash
-# On the GPU machine: build the CUDA backend, its tests and benchmarks with nvcc/g++ directly (the machine has no
-# gtest, nlohmann or OpenMP packages, so the full CMake tree does not configure there), run the tests and the
-# benchmarks, and write logs and JSON results to the folder given as $1.
-#   scripts/gpu-run.sh OUT_DIR [commit]
-# Results: OUT_DIR/cuda-kernels-<date>.json (one JSON object per line), OUT_DIR/test.log, OUT_DIR/bench.log,
-# OUT_DIR/build.log.
+# On the GPU machine: run the GPU tests, the golden checks on the GPU and the benchmarks of a build made on the
+# build machine and packed by scripts/gpu-bundle.sh (carried as build/gpu-bundle.tar.xz), writing logs and JSON
+# results to OUT_DIR.
+#   scripts/gpu-run.sh OUT_DIR [STEP...]     steps: test golden v2lite llama v3 mla peer (default: all but v3)
+# Results: OUT_DIR/test.log, golden.log, bench.log, and the benchmarks' JSON (cuda-<shape>-<date>.json).
 set -uo pipefail
-out=${1:?usage: gpu-run.sh OUT_DIR [commit]}
-commit=${2:-${DSI_COMMIT:-unknown}}
-mkdir -p "$out"
+out=${1:?usage: gpu-run.sh OUT_DIR [STEP...]}
+shift
+steps=${*:-test golden peer v2lite llama mla}
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=${DSI_CUDA_BUILD:-/tmp/dsi-cuda-build}
-mkdir -p "$build"
-date=$(date -u +%Y-%m-%d)
-cd "$root"
-
-{
-  echo "== $(date -u) on $(hostname)"
-  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1
-  nvcc --version | tail -1
-  ls /usr/local/cuda/lib64 | grep -E 'cublasLt|cudart' | head
-  ls /usr/lib/gcc/x86_64-linux-gnu/*/libgomp* 2>&1 | head -3
-} > "$out/build.log" 2>&1
-
-gencode="-gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=compute_90"
-cxx_flags="-std=c++20 -O3 -Wall -Wextra -Wno-unused-parameter -Isrc -Itests/kernels/cuda -I/usr/local/cuda/include"
-nvcc_flags="-std=c++20 -O3 $gencode -Isrc -Xcompiler=-Wall,-Wno-unused-parameter"
-sources=(src/core/status.cc src/core/dtype.cc src/core/tensor.cc src/core/log.cc
-         src/kernels/ref/ref_ops.cc src/kernels/ref/ref_moe_route.cc
-         src/kernels/cuda/cuda_context.cc src/kernels/cuda/device_pool.cc src/kernels/cuda/gemm_cublaslt.cc
-         src/kernels/cuda/elementwise.cu src/kernels/cuda/fp8_quant.cu src/kernels/cuda/gemv.cu
-         src/kernels/cuda/mla_decode.cu src/kernels/cuda/moe_route.cu
-         tests/kernels/cuda/cuda_kernels_test.cc tests/kernels/cuda/elementwise_test.cc
-         tests/kernels/cuda/fp8_test.cc tests/kernels/cuda/gemm_test.cc tests/kernels/cuda/mla_moe_test.cc
-         bench/cuda/cuda_bench.cc)
-pids=()
-for src in "${sources[@]}"; do
-  obj="$build/$(echo "$src" | tr / _).o"
-  if [[ $src == *.cu ]]; then
-    nvcc $nvcc_flags -c "$src" -o "$obj" > "$obj.log" 2>&1 &
-  else
-    g++ $cxx_flags -c "$src" -o "$obj" > "$obj.log" 2>&1 &
-  fi
-  pids+=($!)
-done
-fail=0
-for pid in "${pids[@]}"; do wait "$pid" || fail=1; done
-cat "$build"/*.log >> "$out/build.log"
-if [[ $fail != 0 ]]; then
-  echo "BUILD FAILED" | tee -a "$out/build.log"
-  tail -60 "$out/build.log"
-  exit 1
+bundle=${DSI_GPU_BUNDLE:-$root/build/gpu-bundle}
+if [[ ! -x $bundle/dsinfer && -f $bundle.tar.xz ]]; then
+  mkdir -p /tmp/dsi-gpu-bundle && tar -xJf "$bundle.tar.xz" -C /tmp/dsi-gpu-bundle && bundle=/tmp/dsi-gpu-bundle
 fi
-o() { for s in "$@"; do echo "$build/$(echo "$s" | tr / _).o"; done; }
-lib_objs=$(o src/core/status.cc src/core/dtype.cc src/core/tensor.cc src/core/log.cc src/kernels/ref/ref_ops.cc \
-  src/kernels/ref/ref_moe_route.cc src/kernels/cuda/cuda_context.cc src/kernels/cuda/device_pool.cc \
-  src/kernels/cuda/gemm_cublaslt.cc src/kernels/cuda/elementwise.cu src/kernels/cuda/fp8_quant.cu \
-  src/kernels/cuda/gemv.cu src/kernels/cuda/mla_decode.cu src/kernels/cuda/moe_route.cu)
-link="-L/usr/local/cuda/lib64 -lcublasLt -lcudart"
-nvcc $gencode -o "$build/cuda_kernels_test" $lib_objs $(o tests/kernels/cuda/cuda_kernels_test.cc \
-  tests/kernels/cuda/elementwise_test.cc tests/kernels/cuda/fp8_test.cc tests/kernels/cuda/gemm_test.cc \
-  tests/kernels/cuda/mla_moe_test.cc) $link >> "$out/build.log" 2>&1 || { echo "LINK FAILED"; tail -30 "$out/build.log"; exit 1; }
-nvcc $gencode -o "$build/cuda_bench" $lib_objs $(o bench/cuda/cuda_bench.cc) $link >> "$out/build.log" 2>&1 \
-  || { echo "LINK FAILED"; tail -30 "$out/build.log"; exit 1; }
-echo "build ok"
-
-"$build/cuda_kernels_test" 2>&1 | tee "$out/test.log"
-test_rc=${PIPESTATUS[0]}
-echo "cuda_kernels_test exit code: $test_rc"
-
-if [[ ${DSI_SKIP_BENCH:-0} != 1 ]]; then
-  "$build/cuda_bench" "$commit" "$date" > "$out/cuda-kernels-$date.json" 2> "$out/bench.log"
-  echo "cuda_bench exit code: $?"
-  cat "$out/bench.log"
+commit=${DSI_COMMIT:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)}
+mkdir -p "$out"
+if [[ ! -x $bundle/dsinfer ]]; then
+  echo "no build at $bundle: run scripts/gpu-bundle.sh on the build machine and carry build/gpu-bundle" >&2
+  exit 2
 fi
-exit "$test_rc"
+export LD_LIBRARY_PATH=$bundle/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+dsinfer=$bundle/dsinfer
+shapes=$bundle/shared/bench/shapes
+has() { [[ " $steps " == *" $1 "* ]]; }
+rc=0
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$out/device.log" 2>&1
+
+if has test; then
+  "$bundle/cuda_kernels_test" > "$out/test.log" 2>&1 || rc=1
+  grep -E "^(FAIL|UNSUP|SUMMARY)" "$out/test.log"
+fi
+
+if has golden; then
+  : > "$out/golden.log"
+  for m in "$root"/tests/golden/models/*/; do
+    name=$(basename "$m")
+    modes="incremental batched"
+    mlas="auto"
+    [[ $name == ds* ]] && mlas="auto naive absorbed"
+    for mode in $modes; do
+      for mla in $mlas; do
+        "$dsinfer" check-golden --device cuda --model "$m" --mode "$mode" --mla "$mla" > "$out/golden-one.log" 2>&1
+        st=$?
+        line=$(tail -1 "$out/golden-one.log")
+        [[ $st == 0 ]] || cat "$out/golden-one.log" >> "$out/golden-fail.log"
+        echo "$name mode=$mode mla=$mla: $line $([[ $st == 0 ]] && echo PASS || echo FAIL)" | tee -a "$out/golden.log"
+        [[ $st == 0 ]] || rc=1
+      done
+    done
+  done
+fi
+
+# The peer (Hugging Face transformers, random bf16 weights) on the V2-Lite shape, in the same run.
+if has peer; then
+  timeout 300 python3 "$bundle/shared/bench/hf_peer.py" "$shapes/deepseek-v2-lite.json" --batch 1 8 --prompt 512 \
+    --gen 32 > "$out/peer-deepseek-v2-lite.jsonl" 2> "$out/peer.log" || echo "peer failed: $(tail -3 "$out/peer.log")"
+  cat "$out/peer-deepseek-v2-lite.jsonl"
+fi
+
+bench() {
+  "$dsinfer" bench --device cuda --commit "$commit" --out "$out" "$@" 2>> "$out/bench.log" | tee -a "$out/bench.txt"
+  [[ ${PIPESTATUS[0]} == 0 ]] || { echo "bench failed: $*"; tail -5 "$out/bench.log"; rc=1; }
+}
+if has v2lite; then
+  peer=()
+  [[ -s $out/peer-deepseek-v2-lite.jsonl ]] && peer=(--peer "$out/peer-deepseek-v2-lite.jsonl")
+  bench --shape "$shapes/deepseek-v2-lite.json" --layers 0 --batch 1 8 32 128 --context 512 4096 \
+    --decode-steps 16 --prefill 512 --prefill-batch 1 8 "${peer[@]}"
+fi
+if has llama; then
+  bench --shape "$shapes/r1-distill-llama-8b.json" --layers 0 --batch 1 16 --context 512 --decode-steps 32 \
+    --prefill 512 --prefill-batch 1 8
+fi
+# Kernel micro-benchmarks (GEMV vs cuBLASLt, GEMM rates, MLA decode at batch 64/128 x 4K context), with the
+# copy bandwidth of the same run.
+if has mla; then
+  "$bundle/cuda_bench" "$commit" "$(date -u +%Y-%m-%d)" > "$out/cuda-kernels-$(date -u +%Y-%m-%d).json" \
+    2> "$out/kernels.log" || { echo "cuda_bench failed"; rc=1; }
+  grep -E "copy|mla_decode|gemm_bf16 " "$out/kernels.log" | head -12
+fi
+if has v3; then
+  bench --shape "$shapes/deepseek-v3.json" --layers 4 --batch 1 8 --context 512 --decode-steps 8 --prefill 512
+fi
+exit $rc

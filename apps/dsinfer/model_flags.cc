@@ -2,6 +2,10 @@
 
 #include <cstdio>
 
+#ifdef DSI_HAVE_CUDA
+#include "model/cuda/cuda_model.h"
+#endif
+
 namespace dsi::app {
 
 void add_model_flags(CLI::App& cli, ModelFlags& flags) {
@@ -14,12 +18,22 @@ void add_model_flags(CLI::App& cli, ModelFlags& flags) {
 }
 
 Result<std::unique_ptr<Model>> load_model_from_flags(const ModelFlags& flags) {
+  const MlaMode mla = flags.mla == "naive" ? MlaMode::kNaive : flags.mla == "absorbed" ? MlaMode::kAbsorbed : MlaMode::kAuto;
   if (flags.device == "cuda") {
-    return Status::Unsupported("this build has no CUDA backend yet; use --device cpu");
+#ifdef DSI_HAVE_CUDA
+    CudaModelOptions options;
+    options.mla_mode = mla;
+    auto model = load_cuda_model(flags.model_dir, options);
+    if (!model.ok()) return model.status().with_context(flags.model_dir);
+    return model;
+#else
+    return Status::Unsupported("this dsinfer was built without the CUDA backend (build with nvcc on the PATH, "
+                               "or cmake -DDSI_CUDA=ON); use --device cpu");
+#endif
   }
   ModelOptions options;
   options.ops = flags.device == "ref" ? &ref_ops() : &cpu_ops();
-  options.mla_mode = flags.mla == "naive" ? MlaMode::kNaive : flags.mla == "absorbed" ? MlaMode::kAbsorbed : MlaMode::kAuto;
+  options.mla_mode = mla;
   auto model = load_model(flags.model_dir, options);
   if (!model.ok()) return model.status().with_context(flags.model_dir);
   return model;

@@ -12,7 +12,7 @@ namespace dsi::app {
 
 struct ModelFlags {
   std::string model_dir;
-  std::string device = "cpu";    // cpu | ref (scalar reference kernels) | cuda (not built yet)
+  std::string device = "cpu";    // cpu | ref (scalar reference kernels) | cuda (GPU runner, model/cuda)
   std::string mla = "auto";      // auto | naive | absorbed
 };
 

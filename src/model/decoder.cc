@@ -44,8 +44,8 @@ DecoderModel::DecoderModel(ModelConfig config, DecoderParts parts, const ModelOp
   }
 }
 
-Result<Tensor> DecoderModel::forward(const ForwardBatch& batch, KvCache& cache) {
-  const int64_t t_all = batch.num_tokens(), h = config_.hidden_size, vocab = config_.vocab_size;
+Status validate_batch(const ModelConfig& config_, const ForwardBatch& batch, const KvCache& cache) {
+  const int64_t t_all = batch.num_tokens(), vocab = config_.vocab_size;
   if (t_all == 0) return Status::InvalidArgument("forward: empty batch");
   if (static_cast<int64_t>(batch.positions.size()) != t_all) {
     return Status::InvalidArgument("forward: positions and token_ids differ in length");
@@ -66,6 +66,12 @@ Result<Tensor> DecoderModel::forward(const ForwardBatch& batch, KvCache& cache) 
     total += c.num_tokens;
   }
   if (total != t_all) return Status::InvalidArgument("forward: chunk sizes do not add up to the token count");
+  return Status::Ok();
+}
+
+Result<Tensor> DecoderModel::forward(const ForwardBatch& batch, KvCache& cache) {
+  DSI_RETURN_IF_ERROR(validate_batch(config_, batch, cache));
+  const int64_t t_all = batch.num_tokens(), h = config_.hidden_size, vocab = config_.vocab_size;
 
   const LayerContext ctx{*ops_, *comm_};
   std::vector<float> x(static_cast<size_t>(t_all * h)), normed(x.size()), branch(x.size());  // [t, hidden]

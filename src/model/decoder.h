@@ -51,6 +51,12 @@ class DecoderModel final : public Model {
 Result<DecoderParts> load_deepseek_parts(const ModelConfig& config, TensorStore& store, const ShardSpec& shard);
 Result<DecoderParts> load_llama_parts(const ModelConfig& config, TensorStore& store, const ShardSpec& shard);
 
+// The architecture's parts for `config` (a registry lookup), with the check that the store holds no tensor the
+// architecture does not use.
+Result<DecoderParts> load_decoder_parts(const ModelConfig& config, TensorStore& store, const ShardSpec& shard);
+// The checks every backend runs on a batch: token ids in the vocabulary, positions, chunk sizes, block tables.
+Status validate_batch(const ModelConfig& config, const ForwardBatch& batch, const KvCache& cache);
+
 // Shared loading helpers.
 Result<Tensor> load_embedding(TensorStore& store, const ModelConfig& config);
 Status load_head(TensorStore& store, const ModelConfig& config, DecoderParts* parts);

@@ -122,7 +122,10 @@ GoldenPromptResult compare(int index, const GoldenPrompt& p, const std::vector<f
     const float* row = ref + i * vocab;
     std::vector<float> sorted(row, row + vocab);
     std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<>());
-    if (sorted[0] - sorted[1] <= options.gap_threshold) continue;
+    double ms = 0;
+    for (int64_t v = 0; v < vocab; ++v) ms += static_cast<double>(row[v]) * row[v];
+    const double rms = std::sqrt(ms / static_cast<double>(vocab));
+    if (sorted[0] - sorted[1] <= std::max(options.gap_threshold, options.gap_relative * rms)) continue;
     ++r.greedy_total;
     if (argmax(&got[i * vocab], vocab) == argmax(row, vocab)) ++r.greedy_agree;
   }

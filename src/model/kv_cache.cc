@@ -17,7 +17,7 @@ int64_t KvCache::bytes_per_block() const {
 
 void KvCache::grow(int64_t num_blocks) {
   if (num_blocks <= num_blocks_) return;
-  for (int64_t l = 0; l < layout_.num_layers; ++l) {
+  for (int64_t l = 0; l < layout_.num_layers && layout_.host_storage; ++l) {
     k_[l].resize(static_cast<size_t>(num_blocks * block_size_ * layout_.k_width));
     v_[l].resize(static_cast<size_t>(num_blocks * block_size_ * layout_.v_width));
   }

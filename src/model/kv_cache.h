@@ -19,6 +19,9 @@ struct KvLayout {
   int64_t num_layers = 0;
   int64_t k_width = 0;  // floats per token per layer in K (or the MLA latent)
   int64_t v_width = 0;  // floats per token per layer in V (0 for MLA)
+  // False when the model keeps the KV rows in its own (device) memory: this object then only sizes and checks
+  // block tables, and allocates no host rows.
+  bool host_storage = true;
 };
 
 class KvCache {

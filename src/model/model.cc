@@ -20,10 +20,7 @@ bool is_ignorable(const std::string& name, const ModelConfig& config) {
 
 }  // namespace
 
-Result<std::unique_ptr<Model>> build_model(const ModelConfig& config, TensorStore& store,
-                                           const ModelOptions& options) {
-  ShardSpec shard;
-  if (options.comm) shard = {ShardKind::kReplicated, options.comm->rank(), options.comm->size()};
+Result<DecoderParts> load_decoder_parts(const ModelConfig& config, TensorStore& store, const ShardSpec& shard) {
   Result<DecoderParts> parts = config.is_deepseek() ? load_deepseek_parts(config, store, shard)
                                                     : load_llama_parts(config, store, shard);
   if (!parts.ok()) return parts.status();
@@ -38,7 +35,15 @@ Result<std::unique_ptr<Model>> build_model(const ModelConfig& config, TensorStor
     return Status::Corrupt(str_cat("unexpected tensors for ", arch_name(config.arch), ": ", list,
                                    "; the checkpoint does not match its config.json"));
   }
-  return std::unique_ptr<Model>(new DecoderModel(config, std::move(parts).value(), options));
+  return parts;
+}
+
+Result<std::unique_ptr<Model>> build_model(const ModelConfig& config, TensorStore& store,
+                                           const ModelOptions& options) {
+  ShardSpec shard;
+  if (options.comm) shard = {ShardKind::kReplicated, options.comm->rank(), options.comm->size()};
+  DSI_ASSIGN_OR_RETURN(DecoderParts parts, load_decoder_parts(config, store, shard));
+  return std::unique_ptr<Model>(new DecoderModel(config, std::move(parts), options));
 }
 
 Result<std::unique_ptr<Model>> load_model(const std::string& model_dir, const ModelOptions& options) {

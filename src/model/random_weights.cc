@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <thread>
 
 #include "io/safetensors.h"
 
@@ -90,6 +91,10 @@ std::vector<TensorSpec> expected_tensors(const ModelConfig& c) {
   return out;
 }
 
+namespace {
+constexpr int64_t kParallelFill = int64_t{1} << 22;  // elements; smaller tensors keep the one sequential stream
+}  // namespace
+
 Status write_random_checkpoint(const ModelConfig& config, const std::string& path, uint64_t seed) {
   std::vector<TensorSpec> specs = expected_tensors(config);
   std::vector<Tensor> tensors;
@@ -108,7 +113,32 @@ Status write_random_checkpoint(const ModelConfig& config, const std::string& pat
     switch (s.dtype) {
       case DType::kBF16: {
         auto* d = t.data<uint16_t>();
-        for (int64_t i = 0; i < n; ++i) d[i] = f32_to_bf16(s.ones ? 1.0f : amp * next_uniform());
+        if (n < kParallelFill || s.ones) {
+          for (int64_t i = 0; i < n; ++i) d[i] = f32_to_bf16(s.ones ? 1.0f : amp * next_uniform());
+        } else {
+          // Large tensors (benchmark shapes): chunks with their own streams, filled by all cores; the values depend
+          // on the seed and the tensor's index, not on the thread count.
+          const uint64_t tensor_seed = state ^ (0xD1B54A32D192ED03ull * (tensors.size() + 1));
+          const int64_t chunks = (n + kParallelFill - 1) / kParallelFill;
+          std::vector<std::thread> pool;
+          const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(chunks, std::thread::hardware_concurrency()));
+          for (int64_t w = 0; w < workers; ++w) {
+            pool.emplace_back([=] {
+              for (int64_t c = w; c < chunks; c += workers) {
+                uint64_t st = tensor_seed + static_cast<uint64_t>(c) * 0x9E3779B97F4A7C15ull;
+                st = (st ^ (st >> 31)) * 0xBF58476D1CE4E5B9ull | 1;
+                for (int64_t i = c * kParallelFill; i < std::min(n, (c + 1) * kParallelFill); ++i) {
+                  st ^= st >> 12;
+                  st ^= st << 25;
+                  st ^= st >> 27;
+                  const double u = static_cast<double>((st * 0x2545F4914F6CDD1Dull) >> 11) * 0x1.0p-52 - 1.0;
+                  d[i] = f32_to_bf16(amp * static_cast<float>(u));
+                }
+              }
+            });
+          }
+          for (std::thread& th : pool) th.join();
+        }
         break;
       }
       case DType::kF8E4M3: {

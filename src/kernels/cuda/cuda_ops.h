@@ -91,8 +91,12 @@ Status f32_to_bf16(CudaContext& ctx, const float* x, uint16_t* y, int64_t m, int
 // Supports kv_lora_rank 512 and rope_dim 64 (DeepSeek V2/V3).
 struct MlaDecodeArgs {
   const float* q = nullptr;          // [batch, num_heads, kv_lora_rank + rope_dim] ([q_nope W_UK | q_pe])
-  const uint16_t* cache = nullptr;   // [batch, max_tokens, kv_lora_rank + rope_dim] bf16
+  const uint16_t* cache = nullptr;   // [batch, max_tokens, kv_lora_rank + rope_dim] bf16, or the paged pool
   const int32_t* seq_lens = nullptr; // [batch] device, each in [1, max_tokens]
+  // Paged cache (block_tables set): token p of sequence b is row
+  // block_tables[b * max_blocks + p / block_size] * block_size + p % block_size of `cache`; max_tokens unused.
+  const int32_t* block_tables = nullptr;
+  int64_t max_blocks = 0, block_size = 0;
   float* out = nullptr;              // [batch, num_heads, kv_lora_rank]
   int64_t batch = 0, num_heads = 0, max_tokens = 0;
   int64_t kv_lora_rank = 512, rope_dim = 64;

@@ -69,18 +69,30 @@ struct MlaParams {
   float* ws_o;   // [batch, heads, splits, 512]
   float* ws_ml;  // [batch, heads, splits, 2]
   int64_t heads, max_tokens;
+  const int32_t* block_tables;  // null: contiguous per sequence
+  int64_t max_blocks, block_size;
   int splits;
   int64_t split_tokens;  // multiple of kTile
   float scale_log2;      // scale * log2(e)
 };
 
-__device__ void load_tile(Smem& sm, int buf, const __nv_bfloat16* seq, int64_t t0, int64_t end) {
+// Row `tok` of sequence b: contiguous, or through the sequence's block table.
+__device__ __forceinline__ const __nv_bfloat16* token_row(const MlaParams& p, const __nv_bfloat16* seq, int64_t b,
+                                                          int64_t tok) {
+  if (p.block_tables == nullptr) return seq + tok * kDim;
+  const int64_t row = static_cast<int64_t>(p.block_tables[b * p.max_blocks + tok / p.block_size]) * p.block_size +
+                      tok % p.block_size;
+  return p.cache + row * kDim;
+}
+
+__device__ void load_tile(const MlaParams& p, Smem& sm, int buf, const __nv_bfloat16* seq, int64_t b, int64_t t0,
+                          int64_t end) {
   constexpr int kChunks = kDim / 8;  // 16-byte chunks per token
   for (int i = threadIdx.x; i < kTile * kChunks; i += kThreads) {
     const int row = i / kChunks, c = i % kChunks;
     const int64_t tok = t0 + row;
     const bool valid = tok < end;
-    cp_async16(&sm.k[buf][row][c * 8], valid ? seq + tok * kDim + c * 8 : seq, valid);
+    cp_async16(&sm.k[buf][row][c * 8], valid ? token_row(p, seq, b, tok) + c * 8 : p.cache, valid);
   }
 }
 
@@ -104,8 +116,8 @@ __global__ void __launch_bounds__(kThreads, 2) mla_decode_kernel(MlaParams p) {
     }
     return;
   }
-  const __nv_bfloat16* seq = p.cache + b * p.max_tokens * kDim;
-  load_tile(sm, 0, seq, start, end);
+  const __nv_bfloat16* seq = p.block_tables ? p.cache : p.cache + b * p.max_tokens * kDim;
+  load_tile(p, sm, 0, seq, b, start, end);
   cp_async_commit();
   for (int i = tid; i < kHeads * kDim; i += kThreads) {
     const int h = i / kDim, d = i % kDim;
@@ -122,7 +134,7 @@ __global__ void __launch_bounds__(kThreads, 2) mla_decode_kernel(MlaParams p) {
   int it = 0;
   for (int64_t t0 = start; t0 < end; t0 += kTile, ++it) {
     const int buf = it & 1;
-    if (t0 + kTile < end) load_tile(sm, buf ^ 1, seq, t0 + kTile, end);
+    if (t0 + kTile < end) load_tile(p, sm, buf ^ 1, seq, b, t0 + kTile, end);
     cp_async_commit();
     cp_async_wait_1();
     __syncthreads();
@@ -250,7 +262,8 @@ Status mla_decode(CudaContext& ctx, const MlaDecodeArgs& a) {
     return Status::Unsupported(str_cat("mla_decode: kv_lora_rank ", a.kv_lora_rank, " + rope ", a.rope_dim,
                                        " (only 512 + 64 is built)"));
   }
-  if (a.batch <= 0 || a.num_heads <= 0 || a.max_seq_len <= 0 || a.max_seq_len > a.max_tokens) {
+  const int64_t capacity = a.block_tables ? a.max_blocks * a.block_size : a.max_tokens;
+  if (a.batch <= 0 || a.num_heads <= 0 || a.max_seq_len <= 0 || a.max_seq_len > capacity) {
     return Status::InvalidArgument(str_cat("mla_decode: batch ", a.batch, " heads ", a.num_heads, " max_seq_len ",
                                            a.max_seq_len, " max_tokens ", a.max_tokens));
   }
@@ -269,7 +282,8 @@ Status mla_decode(CudaContext& ctx, const MlaDecodeArgs& a) {
   DSI_ASSIGN_OR_RETURN(void* ws, ctx.scratch(rows * (kVDim + 2) * sizeof(float)));
   MlaParams p{.q = a.q, .cache = reinterpret_cast<const __nv_bfloat16*>(a.cache), .seq_lens = a.seq_lens,
               .ws_o = static_cast<float*>(ws), .ws_ml = static_cast<float*>(ws) + rows * kVDim,
-              .heads = a.num_heads, .max_tokens = a.max_tokens, .splits = splits, .split_tokens = split_tokens,
+              .heads = a.num_heads, .max_tokens = a.max_tokens, .block_tables = a.block_tables,
+              .max_blocks = a.max_blocks, .block_size = a.block_size, .splits = splits, .split_tokens = split_tokens,
               .scale_log2 = a.scale * kLog2e};
   const size_t smem = sizeof(Smem);
   DSI_CUDA_RETURN_IF_ERROR(

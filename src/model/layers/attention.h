@@ -24,6 +24,17 @@ class GqaAttention {
   void forward(const LayerContext& ctx, const float* x, const ForwardBatch& batch, KvCache& cache, int64_t layer,
                float* out) const;
 
+  // For backends that copy the weights (the GPU runner).
+  const Linear& q() const { return q_; }
+  const Linear& k() const { return k_; }
+  const Linear& v() const { return v_; }
+  const Linear& o() const { return o_; }
+  const RopeParams& rope() const { return rope_; }
+  int64_t num_heads() const { return num_heads_; }
+  int64_t num_kv_heads() const { return num_kv_heads_; }
+  int64_t head_dim() const { return head_dim_; }
+  float scale() const { return scale_; }
+
  private:
   Linear q_, k_, v_, o_;
   RopeParams rope_;

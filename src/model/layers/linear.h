@@ -32,6 +32,7 @@ class Linear {
   int64_t in_local() const { return weight_.dim(1); }
   int64_t out_local() const { return weight_.dim(0); }
   const Tensor& weight() const { return weight_; }  // [out_local, in_local], BF16 or F32
+  const Tensor& bias() const { return bias_; }      // [out_local] f32 or empty
 
  private:
   Tensor weight_;

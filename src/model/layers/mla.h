@@ -31,6 +31,26 @@ class MlaAttention {
   void forward(const LayerContext& ctx, const float* x, const ForwardBatch& batch, KvCache& cache, int64_t layer,
                MlaMode mode, float* out) const;
 
+  // For backends that copy the weights (the GPU runner).
+  bool has_q_lora() const { return has_q_lora_; }
+  const Linear& q_a() const { return q_a_; }
+  const Tensor& q_a_norm() const { return q_a_norm_; }
+  const Linear& q_b() const { return q_b_; }
+  const Linear& q() const { return q_; }
+  const Linear& kv_a() const { return kv_a_; }
+  const Tensor& kv_a_norm() const { return kv_a_norm_; }
+  const Linear& kv_b() const { return kv_b_; }
+  const Tensor& w_uk_t() const { return w_uk_t_; }
+  const Linear& o() const { return o_; }
+  const RopeParams& rope() const { return rope_; }
+  int64_t num_heads() const { return num_heads_; }
+  int64_t nope_dim() const { return nope_; }
+  int64_t rope_dim() const { return rope_dim_; }
+  int64_t v_dim() const { return v_dim_; }
+  int64_t kv_lora_rank() const { return kv_lora_rank_; }
+  float norm_eps() const { return eps_; }
+  float scale() const { return scale_; }
+
  private:
   // Attention of one chunk; q: [n, heads, nope + rope] rows of the chunk; attn: [n, heads, v_head_dim].
   void attend_naive(const LayerContext& ctx, const float* q, int64_t n, const float* latent, int64_t kv_len,

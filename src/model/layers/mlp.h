@@ -18,6 +18,11 @@ class GatedMlp {
   // The result is this rank's partial sum under tensor parallelism.
   void forward(const LayerContext& ctx, const float* x, int64_t m, float* out) const;
 
+  // For backends that copy the weights (the GPU runner).
+  const Linear& gate() const { return gate_; }
+  const Linear& up() const { return up_; }
+  const Linear& down() const { return down_; }
+
  private:
   Linear gate_, up_, down_;
 };

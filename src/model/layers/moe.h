@@ -19,6 +19,15 @@ class MoeLayer {
   // out[m, hidden] = sum over chosen local experts of weight * expert(x) + shared(x) (partial under TP/EP).
   void forward(const LayerContext& ctx, const float* x, int64_t m, float* out) const;
 
+  // For backends that copy the weights (the GPU runner).
+  const MoeRouteArgs& route_template() const { return route_template_; }
+  const Linear& router() const { return router_; }
+  const Tensor& correction_bias() const { return correction_bias_; }
+  const ExpertPlacement& placement() const { return placement_; }
+  const std::vector<GatedMlp>& experts() const { return experts_; }
+  bool has_shared() const { return has_shared_; }
+  const GatedMlp& shared() const { return shared_; }
+
  private:
   MoeRouteArgs route_template_;  // routing settings from the config; pointers filled per call
   Linear router_;                // [n_routed_experts, hidden], replicated, f32 logits

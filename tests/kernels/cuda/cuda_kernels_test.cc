@@ -54,6 +54,8 @@ int main() {
   run_gemm_tests(**ctx);
   run_fp8_tests(**ctx);
   run_mla_moe_tests(**ctx);
+  run_attention_tests(**ctx);
+  run_moe_experts_tests(**ctx);
   const Tally& t = tally();
   std::printf("SUMMARY: %d passed, %d failed, %d unsupported\n", t.passed, t.failed, t.unsupported);
   return t.failed == 0 ? 0 : 1;

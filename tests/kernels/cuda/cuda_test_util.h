@@ -112,5 +112,7 @@ void run_elementwise_tests(CudaContext& ctx);
 void run_gemm_tests(CudaContext& ctx);
 void run_fp8_tests(CudaContext& ctx);
 void run_mla_moe_tests(CudaContext& ctx);
+void run_moe_experts_tests(CudaContext& ctx);
+void run_attention_tests(CudaContext& ctx);
 
 }  // namespace dsi::cuda_test

@@ -1,0 +1,63 @@
+// Data-movement and small ops the GPU model runner needs between the big kernels: writing K/V rows into the
+// paged bf16 cache, gathering rows, strided copies, per-head matmuls (MLA absorption) and the MoE combine.
+// All on device pointers, queued on the context's stream.
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+#include "core/status.h"
+#include "kernels/cuda/cuda_context.h"
+
+namespace dsi::cuda {
+
+// pool[slots[t] * row_width + col0 + c] = bf16(src[t * src_stride + c]) for c < width (slots < 0: skipped).
+struct KvWriteArgs {
+  const float* src = nullptr;
+  int64_t src_stride = 0;
+  uint16_t* pool = nullptr;
+  int64_t row_width = 0, col0 = 0, width = 0;
+  const int32_t* slots = nullptr;  // [num_tokens]
+  int64_t num_tokens = 0;
+};
+Status kv_write(CudaContext& ctx, const KvWriteArgs& args);
+
+// dst[i, :] = f32(pool[row(i), :width]) for positions i < len of one sequence (row through its block table).
+Status gather_paged_rows(CudaContext& ctx, const uint16_t* pool, int64_t row_width, const int32_t* block_table,
+                         int64_t block_size, int64_t len, int64_t width, float* dst);
+
+// dst[i * dst_stride + c] = src[index[i] * src_stride + c] for c < width (f32).
+Status gather_rows(CudaContext& ctx, const float* src, int64_t src_stride, const int32_t* index, int64_t n,
+                   int64_t width, float* dst, int64_t dst_stride);
+
+// dst[i * d0 + j * d1 + c] = src[i * s0 + j * s1 + c] for i < n0, j < n1, c < width (f32; s1 = 0 broadcasts).
+struct Copy3dArgs {
+  const float* src = nullptr;
+  float* dst = nullptr;
+  int64_t n0 = 0, n1 = 0, width = 0;
+  int64_t s0 = 0, s1 = 0, d0 = 0, d1 = 0;
+};
+Status copy_3d(CudaContext& ctx, const Copy3dArgs& args);
+
+// Per-head matmul: y[t, h, n] = sum_k x[t, h, k] w_h[n, k], w_h = w + h * w_head_stride with row stride
+// w_row_stride (bf16 or f32). Strides in elements.
+struct HeadMatmulArgs {
+  const float* x = nullptr;
+  int64_t x_token_stride = 0, x_head_stride = 0;
+  const void* w = nullptr;
+  DType w_dtype = DType::kBF16;
+  int64_t w_head_stride = 0, w_row_stride = 0;
+  float* y = nullptr;
+  int64_t y_token_stride = 0, y_head_stride = 0;
+  int64_t num_tokens = 0, num_heads = 0, n = 0, k = 0;
+};
+Status head_matmul(CudaContext& ctx, const HeadMatmulArgs& args);
+
+// out[t, :] += sum_j weights[t, j] * ys[pos[t, j], :] over pairs with pos >= 0 (deterministic order).
+Status moe_combine(CudaContext& ctx, const float* ys, const int32_t* pos, const float* weights, int64_t num_tokens,
+                   int64_t top_k, int64_t hidden, float* out);
+
+// y[i] += x[i] (f32).
+Status add_inplace(CudaContext& ctx, float* y, const float* x, int64_t n);
+
+}  // namespace dsi::cuda

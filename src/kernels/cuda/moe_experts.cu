@@ -1,0 +1,329 @@
+// Decode-path MoE routed experts with the expert ids on the device (no host round trip: graph-capturable).
+// Two kernels on the context's stream:
+//   gate/up: grid (pairs, row blocks of inter). Each warp computes R rows i of one pair p = (t, j): gate row i and
+//            up row i of expert ids[p] against x[t] (staged in shared memory), then h[p, i] = silu(g) * u.
+//   down:    grid (tokens, row blocks of hidden). Each warp computes R rows n of out[t] as one dot product over
+//            the top_k h rows of token t laid end to end (they are contiguous in h), each 8-element chunk scaled
+//            by its pair's routing weight; then out[t, n] += sum. One warp owns each output element, so there
+//            are no atomics and the result does not depend on scheduling.
+// Every weight byte of a chosen expert is read once per pair with 16-byte streaming loads (no L1 allocation);
+// rows are split finely over blocks so that a single token (6 experts) still fills every SM.
+#include <algorithm>
+#include <climits>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_moe.h"
+#include "kernels/cuda/warp_reduce.cuh"
+
+namespace dsi::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kMaxTopK = 64;
+constexpr size_t kMaxSmemH = 96 << 10;  // a token's h rows beyond this are read from global memory
+// Static shared memory of the down kernel is 512 bytes; dynamic shared memory that would bring a block past the
+// default 48 KB needs the opt-in attribute (set from this size on, leaving room for the static part).
+constexpr size_t kStaticSmemRoom = 1 << 10;
+constexpr size_t kDefaultSmem = (48 << 10) - kStaticSmemRoom;
+static_assert(kMaxTopK * (sizeof(int32_t) + sizeof(float)) <= kStaticSmemRoom);
+
+__device__ __forceinline__ uint4 load_stream(const uint16_t* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// Starts moving 16 bytes' cache line from HBM into L2 without waiting (used before the staging barrier).
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+__device__ __forceinline__ float lo_bf16(uint32_t v) { return __uint_as_float(v << 16); }
+__device__ __forceinline__ float hi_bf16(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
+
+// s + dot(8 bf16 weights, [a, b]).
+__device__ __forceinline__ float dot8(uint4 w, float4 a, float4 b, float s) {
+  s = fmaf(lo_bf16(w.x), a.x, s);
+  s = fmaf(hi_bf16(w.x), a.y, s);
+  s = fmaf(lo_bf16(w.y), a.z, s);
+  s = fmaf(hi_bf16(w.y), a.w, s);
+  s = fmaf(lo_bf16(w.z), b.x, s);
+  s = fmaf(hi_bf16(w.z), b.y, s);
+  s = fmaf(lo_bf16(w.w), b.z, s);
+  s = fmaf(hi_bf16(w.w), b.w, s);
+  return s;
+}
+
+// Copies `chunks` 8-float chunks from src (global, 16-byte aligned) to shared memory split in halves: the first
+// four floats of chunk c go to dst[c], the last four to dst[chunks + c], so that lanes reading consecutive chunks
+// as float4 hit consecutive banks. Loads are issued in batches so a block waits for a few L2 round trips only.
+__device__ __forceinline__ void stage_chunks(float4* dst, const float4* src, int chunks) {
+  constexpr int kBatch = 8;
+  const int n4 = 2 * chunks;
+  for (int i0 = threadIdx.x; i0 < n4; i0 += kBatch * blockDim.x) {
+    float4 v[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int i = i0 + b * blockDim.x;
+      if (i < n4) v[b] = __ldg(src + i);
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int i = i0 + b * blockDim.x;
+      if (i < n4) dst[(i & 1) * chunks + (i >> 1)] = v[b];
+    }
+  }
+}
+
+// Block (pair, row block): warp w computes rows i = (blockIdx.y * kWarps + w) * R + [0, R) of h[pair], U chunks
+// of 8 per lane per step (2 R U 16-byte loads in flight). Shared memory: x[t] (hidden floats, split layout).
+template <int R, int U>
+__global__ void __launch_bounds__(kWarps * 32) moe_gate_up_kernel(MoeExpertsArgs a) {
+  static_assert(8 % R == 0, "inter % 8 == 0 must cover whole warps' rows");
+  constexpr int V = 2 * R;  // value v < R: gate row row0 + v; value R + v: the matching up row
+  static_assert(V <= 32, "one value per lane group");
+  extern __shared__ float4 smem4[];
+  const int64_t pair = blockIdx.x;
+  const int32_t e = a.ids[pair];
+  if (e < 0 || e >= a.num_experts) return;  // skipped pair: block-uniform, before any barrier
+  const int64_t t = pair / a.top_k;
+  const int chunks = static_cast<int>(a.hidden / 8);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.y) * kWarps + warp) * R;
+  const bool active = row0 < a.inter;  // inter % 8 == 0 and 8 % R == 0: rows row0 .. row0 + R - 1 all exist
+  const uint16_t* w[V];
+  const uint16_t* base = a.w13 + (static_cast<int64_t>(e) * 2 * a.inter + (active ? row0 : 0)) * a.hidden;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    w[r] = base + r * a.hidden;
+    w[R + r] = base + (a.inter + r) * a.hidden;
+  }
+  // The first step's weights head for L2 while x is staged.
+  if (active) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = lane + 32 * u;
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        if (c < chunks) prefetch_l2(w[v] + c * 8);
+      }
+    }
+  }
+  stage_chunks(smem4, reinterpret_cast<const float4*>(a.x + t * a.hidden), chunks);
+  __syncthreads();
+  if (!active) return;
+
+  float acc[V];
+#pragma unroll
+  for (int v = 0; v < V; ++v) acc[v] = 0.0f;
+  for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
+    uint4 wv[U][V];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = c0 + 32 * u;
+#pragma unroll
+      for (int v = 0; v < V; ++v) wv[u][v] = c < chunks ? load_stream(w[v] + c * 8) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = c0 + 32 * u;
+      if (c >= chunks) break;
+      const float4 xa = smem4[c], xb = smem4[chunks + c];
+#pragma unroll
+      for (int v = 0; v < V; ++v) acc[v] = dot8(wv[u][v], xa, xb, acc[v]);
+    }
+  }
+  warp_reduce_scatter<V, 16>(acc, lane);
+  // Lane l holds value (l * V) / 32: lanes [0, 16) the gate rows, lane l + 16 the up row of the same i.
+  const float up = __shfl_down_sync(0xffffffffu, acc[0], 16);
+  if (lane < 16 && lane % (32 / V) == 0) {
+    const float g = acc[0];
+    const int r = (lane * V) >> 5;
+    a.h[pair * a.inter + row0 + r] = g / (1.0f + expf(-g)) * up;
+  }
+}
+
+// Block (token, row block): warp w computes rows n = (blockIdx.y * kWarps + w) * R + [0, R) of out[t], U chunks
+// of 8 per lane per step (R U 16-byte loads in flight).
+// kSmemH: h[t, 0..top_k) staged in shared memory (split layout); otherwise read through L1 from global memory.
+template <int R, int U, bool kSmemH>
+__global__ void __launch_bounds__(kWarps * 32) moe_down_kernel(MoeExpertsArgs a) {
+  static_assert(8 % R == 0, "hidden % 8 == 0 must cover whole warps' rows");
+  extern __shared__ float4 smem4[];
+  __shared__ int32_t expert[kMaxTopK];  // -1: skipped pair
+  __shared__ float weight[kMaxTopK];
+  const int64_t t = blockIdx.x;
+  const int top_k = static_cast<int>(a.top_k);
+  const int per_pair = static_cast<int>(a.inter / 8);  // chunks of 8 per h row
+  const int chunks = top_k * per_pair;                 // the token's h rows end to end
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.y) * kWarps + warp) * R;
+  const bool active = row0 < a.hidden;
+  // Chunk q of the flattened h is chunk q % per_pair of pair j = q / per_pair; it meets the same 8 columns of
+  // rows row0 + r of W2[e_j].
+  const auto w_chunk = [&](int32_t e, int q, int j) {
+    return a.w2 + (static_cast<int64_t>(e) * a.hidden + row0) * a.inter + (q - j * per_pair) * 8;
+  };
+  // The first step's weights head for L2 while h is staged (expert ids read from global memory here).
+  if (active) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int q = lane + 32 * u;
+      if (q >= chunks) break;
+      const int j = q / per_pair;
+      const int32_t e = a.ids[t * top_k + j];
+      if (e < 0 || e >= a.num_experts) continue;
+#pragma unroll
+      for (int r = 0; r < R; ++r) prefetch_l2(w_chunk(e, q, j) + r * a.inter);
+    }
+  }
+  for (int j = threadIdx.x; j < top_k; j += blockDim.x) {
+    const int32_t e = a.ids[t * top_k + j];
+    expert[j] = (e >= 0 && e < a.num_experts) ? e : -1;
+    weight[j] = a.weights[t * top_k + j];
+  }
+  const float4* h4 = reinterpret_cast<const float4*>(a.h + t * a.top_k * a.inter);
+  if constexpr (kSmemH) stage_chunks(smem4, h4, chunks);
+  __syncthreads();
+  if (!active) return;
+
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  for (int q0 = lane; q0 < chunks; q0 += 32 * U) {
+    uint4 wv[U][R];
+    float scale[U];
+    bool on[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int q = q0 + 32 * u;
+      const int j = q / per_pair;
+      const int32_t e = q < chunks ? expert[j] : -1;
+      on[u] = e >= 0;
+      scale[u] = on[u] ? weight[j] : 0.0f;
+      const uint16_t* w = w_chunk(on[u] ? e : 0, q, j);
+#pragma unroll
+      for (int r = 0; r < R; ++r) wv[u][r] = on[u] ? load_stream(w + r * a.inter) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (!on[u]) continue;  // never touch h of a skipped pair (it is not written)
+      const int q = q0 + 32 * u;
+      float4 ha, hb;
+      if constexpr (kSmemH) {
+        ha = smem4[q];
+        hb = smem4[chunks + q];
+      } else {
+        ha = __ldg(h4 + 2 * q);
+        hb = __ldg(h4 + 2 * q + 1);
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[r] = fmaf(scale[u], dot8(wv[u][r], ha, hb, 0.0f), acc[r]);
+    }
+  }
+  warp_reduce_scatter<R, 16>(acc, lane);
+  // Lane l holds row (l * R) / 32; the first lane of each group writes it.
+  if (lane % (32 / R) == 0) {
+    const int r = (lane * R) >> 5;
+    a.out[t * a.hidden + row0 + r] += acc[0];
+  }
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Grid (items, row blocks of `rows` at R rows per warp).
+template <int R>
+dim3 row_grid(int64_t items, int64_t rows) {
+  const int64_t per_block = kWarps * R;
+  return dim3(static_cast<unsigned>(items), static_cast<unsigned>((rows + per_block - 1) / per_block));
+}
+
+// Largest R in {2, 1} whose grid still gives every SM two blocks (a single token needs the finer split).
+int rows_per_warp(const CudaContext& ctx, int64_t items, int64_t rows) {
+  const int64_t blocks2 = items * ((rows + 2 * kWarps - 1) / (2 * kWarps));
+  return blocks2 >= 2 * static_cast<int64_t>(ctx.num_sms()) ? 2 : 1;
+}
+
+template <class Kernel>
+Status allow_smem(Kernel kernel, size_t smem) {
+  if (smem > kDefaultSmem) {
+    DSI_CUDA_RETURN_IF_ERROR(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  }
+  return Status::Ok();
+}
+
+// Both kernels keep 8 weight loads per lane in flight: U = 8 / (rows of weights per warp).
+template <int R>
+Status launch_gate_up(CudaContext& ctx, const MoeExpertsArgs& a) {
+  constexpr int U = 4 / R;
+  const size_t smem = static_cast<size_t>(a.hidden) * sizeof(float);
+  DSI_RETURN_IF_ERROR(allow_smem(moe_gate_up_kernel<R, U>, smem));
+  moe_gate_up_kernel<R, U><<<row_grid<R>(a.num_tokens * a.top_k, a.inter), kWarps * 32, smem, ctx.stream()>>>(a);
+  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  return Status::Ok();
+}
+
+template <int R, bool kSmemH>
+Status launch_down(CudaContext& ctx, const MoeExpertsArgs& a) {
+  constexpr int U = 8 / R;
+  const size_t smem = kSmemH ? static_cast<size_t>(a.top_k * a.inter) * sizeof(float) : 0;
+  DSI_RETURN_IF_ERROR(allow_smem(moe_down_kernel<R, U, kSmemH>, smem));
+  moe_down_kernel<R, U, kSmemH><<<row_grid<R>(a.num_tokens, a.hidden), kWarps * 32, smem, ctx.stream()>>>(a);
+  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status moe_experts_gemv(CudaContext& ctx, const MoeExpertsArgs& a) {
+  if (a.num_tokens < 0) return Status::InvalidArgument(str_cat("moe_experts_gemv: num_tokens ", a.num_tokens));
+  if (a.top_k <= 0) return Status::InvalidArgument(str_cat("moe_experts_gemv: top_k ", a.top_k));
+  if (a.top_k > kMaxTopK) {
+    return Status::Unsupported(str_cat("moe_experts_gemv: top_k ", a.top_k, " (at most ", kMaxTopK, ")"));
+  }
+  if (a.num_experts <= 0) return Status::InvalidArgument(str_cat("moe_experts_gemv: num_experts ", a.num_experts));
+  if (a.hidden <= 0 || a.hidden % 8 != 0) {
+    return Status::InvalidArgument(str_cat("moe_experts_gemv: hidden ", a.hidden, " (a positive multiple of 8)"));
+  }
+  if (a.inter <= 0 || a.inter % 8 != 0) {
+    return Status::InvalidArgument(str_cat("moe_experts_gemv: inter ", a.inter, " (a positive multiple of 8)"));
+  }
+  const size_t x_smem = static_cast<size_t>(a.hidden) * sizeof(float);
+  if (x_smem > ctx.props().sharedMemPerBlockOptin) {
+    return Status::Unsupported(str_cat("moe_experts_gemv: hidden ", a.hidden, " (x needs ", x_smem,
+                                       " bytes of shared memory, the device has ", ctx.props().sharedMemPerBlockOptin,
+                                       ")"));
+  }
+  // Grid limits: row blocks in grid.y (at R = 1), pairs in grid.x, flattened chunk indices in int.
+  if (a.inter / kWarps > 65535 || a.hidden / kWarps > 65535 || a.num_tokens * a.top_k > INT_MAX ||
+      a.top_k * a.inter > INT_MAX) {
+    return Status::Unsupported(str_cat("moe_experts_gemv: shape tokens ", a.num_tokens, " top_k ", a.top_k,
+                                       " hidden ", a.hidden, " inter ", a.inter, " exceeds the grid"));
+  }
+  if (a.num_tokens == 0) return Status::Ok();
+  const struct {
+    const void* p;
+    const char* name;
+    bool vec;  // read or written as float4 / 16-byte vectors: 16-byte alignment
+  } ptrs[] = {{a.x, "x", true},   {a.ids, "ids", false}, {a.weights, "weights", false}, {a.w13, "w13", true},
+              {a.w2, "w2", true}, {a.h, "h", true},      {a.out, "out", false}};
+  for (const auto& p : ptrs) {
+    if (p.p == nullptr) return Status::InvalidArgument(str_cat("moe_experts_gemv: ", p.name, " is null"));
+    if (p.vec && !aligned16(p.p)) {
+      return Status::InvalidArgument(str_cat("moe_experts_gemv: ", p.name, " is not 16-byte aligned"));
+    }
+  }
+
+  const int64_t pairs = a.num_tokens * a.top_k;
+  DSI_RETURN_IF_ERROR(rows_per_warp(ctx, pairs, a.inter) == 2 ? launch_gate_up<2>(ctx, a)
+                                                                : launch_gate_up<1>(ctx, a));
+  const size_t h_smem = static_cast<size_t>(a.top_k * a.inter) * sizeof(float);
+  const bool smem_h = h_smem <= std::min(kMaxSmemH, ctx.props().sharedMemPerBlockOptin - kStaticSmemRoom);
+  if (rows_per_warp(ctx, a.num_tokens, a.hidden) == 2) {
+    return smem_h ? launch_down<2, true>(ctx, a) : launch_down<2, false>(ctx, a);
+  }
+  return smem_h ? launch_down<1, true>(ctx, a) : launch_down<1, false>(ctx, a);
+}
+
+}  // namespace dsi::cuda

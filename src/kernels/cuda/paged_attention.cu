@@ -1,0 +1,451 @@
+// Causal attention over a paged bf16 KV cache (or contiguous f32 K/V). Grid (query token, query head, split);
+// 4 warps per block. Per 64-key tile: each warp scores 16 keys (lanes across head_dim, a shuffle reduction),
+// the block updates the running max and sum, then each thread accumulates its output dims over the tile's keys
+// (lanes read consecutive dims of one value row: coalesced). Splits of a long sequence write (O, m, l) to a
+// workspace that attention_combine merges; one split writes the normalized output directly.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <type_traits>
+
+#include "kernels/cuda/cuda_attention.h"
+#include "kernels/cuda/cuda_check.h"
+
+namespace dsi::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kTile = 64;
+constexpr int kMaxDim = 1024;
+constexpr int kMaxVPerThread = kMaxDim / kThreads;
+
+struct Params {
+  PagedAttentionArgs a;
+  int64_t group;  // query heads per kv head
+  int splits;
+  int64_t split_len;
+  float* ws_o;   // [tokens, heads, splits, v_dim]
+  float* ws_ml;  // [tokens, heads, splits, 2]
+};
+
+__device__ __forceinline__ float bf16_at(const uint16_t* p, int64_t i) { return __uint_as_float(uint32_t{p[i]} << 16); }
+
+template <bool kPaged>
+__device__ __forceinline__ int64_t row_of(const PagedAttentionArgs& a, int64_t seq, int64_t p) {
+  if constexpr (kPaged) {
+    return static_cast<int64_t>(a.block_tables[seq * a.max_blocks + p / a.block_size]) * a.block_size +
+           p % a.block_size;
+  } else {
+    return p;
+  }
+}
+
+template <bool kPaged>
+__global__ void __launch_bounds__(kThreads) paged_attention_kernel(Params P) {
+  const PagedAttentionArgs& a = P.a;
+  __shared__ float q[kMaxDim];
+  __shared__ float s[kTile];
+  __shared__ int64_t rows[kTile];
+  const int64_t t = blockIdx.x, h = blockIdx.y;
+  const int split = blockIdx.z;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t kvh = h / P.group;
+  const int64_t seq = a.token_seq[t];
+  const int64_t kv_len = int64_t{a.token_pos[t]} + 1;
+  const int64_t start = split * P.split_len;
+  const int64_t end = min(kv_len, start + P.split_len);
+  const int64_t ws_row = (t * a.num_q_heads + h) * P.splits + split;
+  if (start >= end) {
+    if (tid == 0) {
+      P.ws_ml[ws_row * 2] = -INFINITY;
+      P.ws_ml[ws_row * 2 + 1] = 0.0f;
+    }
+    return;
+  }
+  for (int64_t d = tid; d < a.head_dim; d += kThreads) q[d] = a.q[t * a.q_token_stride + h * a.q_head_stride + d];
+
+  float acc[kMaxVPerThread];
+#pragma unroll
+  for (int i = 0; i < kMaxVPerThread; ++i) acc[i] = 0.0f;
+  float m_run = -INFINITY, l_run = 0.0f;
+  __syncthreads();
+
+  for (int64_t t0 = start; t0 < end; t0 += kTile) {
+    // 1. Scores: warp w takes keys [16 w, 16 w + 16) of the tile.
+    for (int j = warp * (kTile / 4); j < (warp + 1) * (kTile / 4); ++j) {
+      const int64_t p = t0 + j;
+      float dot = 0.0f;
+      int64_t row = 0;
+      if (p < end) {
+        row = row_of<kPaged>(a, seq, p);
+        if constexpr (kPaged) {
+          const uint16_t* k = a.k_pool + row * a.k_row_width + kvh * a.k_head_stride;
+          for (int64_t d = lane; d < a.head_dim; d += 32) dot = fmaf(q[d], bf16_at(k, d), dot);
+        } else {
+          const float* k = a.k_f32 + row * a.k_token_stride + kvh * a.k_head_stride;
+          for (int64_t d = lane; d < a.head_dim; d += 32) dot = fmaf(q[d], k[d], dot);
+        }
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+      if (lane == 0) {
+        s[j] = p < end ? dot * a.scale : -INFINITY;
+        rows[j] = row;
+      }
+    }
+    __syncthreads();
+    // 2. Online softmax (every thread keeps the same running max and sum).
+    float mx = m_run;
+    for (int j = 0; j < kTile; ++j) mx = fmaxf(mx, s[j]);
+    const float alpha = __expf(m_run - mx);  // m_run = -inf on the first tile: alpha = 0
+    float sum = 0.0f;
+    for (int j = 0; j < kTile; ++j) sum += __expf(s[j] - mx);
+    l_run = l_run * alpha + sum;
+    m_run = mx;
+    // 3. Values.
+#pragma unroll
+    for (int i = 0; i < kMaxVPerThread; ++i) acc[i] *= alpha;
+    const int64_t n_keys = min(static_cast<int64_t>(kTile), end - t0);
+    for (int j = 0; j < n_keys; ++j) {
+      const float pj = __expf(s[j] - mx);
+      if constexpr (kPaged) {
+        const uint16_t* v = a.v_pool + rows[j] * a.v_row_width + kvh * a.v_head_stride;
+#pragma unroll
+        for (int i = 0; i < kMaxVPerThread; ++i) {
+          const int64_t d = tid + i * kThreads;
+          if (d < a.v_dim) acc[i] = fmaf(pj, bf16_at(v, d), acc[i]);
+        }
+      } else {
+        const float* v = a.v_f32 + rows[j] * a.v_token_stride + kvh * a.v_head_stride;
+#pragma unroll
+        for (int i = 0; i < kMaxVPerThread; ++i) {
+          const int64_t d = tid + i * kThreads;
+          if (d < a.v_dim) acc[i] = fmaf(pj, v[d], acc[i]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+
+  if (P.splits == 1) {
+    const float inv = 1.0f / l_run;
+    float* out = a.out + t * a.out_token_stride + h * a.out_head_stride;
+#pragma unroll
+    for (int i = 0; i < kMaxVPerThread; ++i) {
+      const int64_t d = tid + i * kThreads;
+      if (d < a.v_dim) out[d] = acc[i] * inv;
+    }
+    return;
+  }
+  if (tid == 0) {
+    P.ws_ml[ws_row * 2] = m_run;
+    P.ws_ml[ws_row * 2 + 1] = l_run;
+  }
+#pragma unroll
+  for (int i = 0; i < kMaxVPerThread; ++i) {
+    const int64_t d = tid + i * kThreads;
+    if (d < a.v_dim) P.ws_o[ws_row * a.v_dim + d] = acc[i];
+  }
+}
+
+// The vectorized kernel: 16-byte loads (8 bf16 or 4 f32), many in flight per thread.
+//   rows: the tile's 64 cache rows, computed once per tile;
+//   scores: warp w dots 16 keys at once (each lane a slice of head_dim), then a butterfly per key;
+//   softmax: warp 0 (running max and sum), probabilities to shared memory;
+//   values: thread = (16-byte chunk of v_dim, key group); groups are summed at the end.
+template <bool kPaged>
+struct Vec {
+  using T = std::conditional_t<kPaged, uint16_t, float>;
+  static constexpr int kElems = kPaged ? 8 : 4;
+};
+
+template <bool kPaged>
+__device__ __forceinline__ void load_chunk(const void* base, float (&out)[Vec<kPaged>::kElems]) {
+  const uint4 v = *reinterpret_cast<const uint4*>(base);
+  if constexpr (kPaged) {
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      out[2 * i] = __uint_as_float(w[i] << 16);
+      out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+  } else {
+    out[0] = __uint_as_float(v.x);
+    out[1] = __uint_as_float(v.y);
+    out[2] = __uint_as_float(v.z);
+    out[3] = __uint_as_float(v.w);
+  }
+}
+
+template <bool kPaged>
+__global__ void __launch_bounds__(kThreads) attention_vec_kernel(Params P) {
+  using T = typename Vec<kPaged>::T;
+  constexpr int E = Vec<kPaged>::kElems;
+  constexpr int kKeysPerWarp = kTile / (kThreads / 32);  // 16
+  const PagedAttentionArgs& a = P.a;
+  __shared__ __align__(16) float q[kMaxDim];
+  __shared__ float s[kTile];
+  __shared__ float pr[kTile];
+  __shared__ int64_t rows[kTile];
+  __shared__ float red[kThreads * 8];
+  __shared__ float sh_alpha, sh_l;
+  const int64_t t = blockIdx.x, h = blockIdx.y;
+  const int split = blockIdx.z;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t kvh = h / P.group;
+  const int64_t seq = a.token_seq[t];
+  const int64_t kv_len = int64_t{a.token_pos[t]} + 1;
+  const int64_t start = split * P.split_len;
+  const int64_t end = min(kv_len, start + P.split_len);
+  const int64_t ws_row = (t * a.num_q_heads + h) * P.splits + split;
+  if (start >= end) {
+    if (tid == 0) {
+      P.ws_ml[ws_row * 2] = -INFINITY;
+      P.ws_ml[ws_row * 2 + 1] = 0.0f;
+    }
+    return;
+  }
+  for (int64_t d = tid; d < a.head_dim; d += kThreads) q[d] = a.q[t * a.q_token_stride + h * a.q_head_stride + d];
+  const T* kbase = kPaged ? reinterpret_cast<const T*>(a.k_pool) + kvh * a.k_head_stride
+                          : reinterpret_cast<const T*>(a.k_f32) + kvh * a.k_head_stride;
+  const T* vbase = kPaged ? reinterpret_cast<const T*>(a.v_pool) + kvh * a.v_head_stride
+                          : reinterpret_cast<const T*>(a.v_f32) + kvh * a.v_head_stride;
+  const int64_t k_row = kPaged ? a.k_row_width : a.k_token_stride;
+  const int64_t v_row = kPaged ? a.v_row_width : a.v_token_stride;
+  const int k_chunks = static_cast<int>(a.head_dim / E), v_chunks = static_cast<int>(a.v_dim / E);
+  const int v_per_thread = (v_chunks + kThreads - 1) / kThreads;  // 1 or 2
+  const int groups = v_per_thread > 1 ? 1 : kThreads / v_chunks;
+  const int my_chunk = tid % v_chunks, my_group = tid / v_chunks;
+  const bool v_active = my_group < groups;
+  float acc[2][E];
+#pragma unroll
+  for (int u = 0; u < 2; ++u)
+#pragma unroll
+    for (int e = 0; e < E; ++e) acc[u][e] = 0.0f;
+  float m_run = -INFINITY, l_run = 0.0f;  // meaningful in warp 0
+
+  for (int64_t t0 = start; t0 < end; t0 += kTile) {
+    const int n_keys = static_cast<int>(min(static_cast<int64_t>(kTile), end - t0));
+    if (tid < kTile) {
+      const int64_t p = t0 + tid;
+      rows[tid] = tid < n_keys ? row_of<kPaged>(a, seq, p) : -1;
+    }
+    __syncthreads();
+    // Scores.
+    float part[kKeysPerWarp];
+#pragma unroll
+    for (int kk = 0; kk < kKeysPerWarp; ++kk) part[kk] = 0.0f;
+    for (int c = lane; c < k_chunks; c += 32) {
+      float qv[E];
+#pragma unroll
+      for (int e = 0; e < E; ++e) qv[e] = q[c * E + e];
+#pragma unroll
+      for (int kk = 0; kk < kKeysPerWarp; ++kk) {
+        const int64_t r = rows[warp * kKeysPerWarp + kk];
+        if (r >= 0) {
+          float kv[E];
+          load_chunk<kPaged>(kbase + r * k_row + c * E, kv);
+#pragma unroll
+          for (int e = 0; e < E; ++e) part[kk] = fmaf(qv[e], kv[e], part[kk]);
+        }
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < kKeysPerWarp; ++kk) {
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) part[kk] += __shfl_xor_sync(0xffffffffu, part[kk], o);
+    }
+    if (lane < kKeysPerWarp) {
+      float mine = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < kKeysPerWarp; ++kk) mine = lane == kk ? part[kk] : mine;
+      const int j = warp * kKeysPerWarp + lane;
+      s[j] = j < n_keys ? mine * a.scale : -INFINITY;
+    }
+    __syncthreads();
+    // Online softmax in warp 0.
+    if (warp == 0) {
+      const float s0 = s[lane], s1 = s[lane + 32];
+      float mx = fmaxf(s0, s1);
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      const float m_new = fmaxf(m_run, mx);
+      const float p0 = __expf(s0 - m_new), p1 = __expf(s1 - m_new);
+      pr[lane] = p0;
+      pr[lane + 32] = p1;
+      float sum = p0 + p1;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      const float alpha = __expf(m_run - m_new);
+      l_run = l_run * alpha + sum;
+      m_run = m_new;
+      if (lane == 0) sh_alpha = alpha;
+    }
+    __syncthreads();
+    // Values.
+    if (v_active) {
+      const float alpha = sh_alpha;
+#pragma unroll
+      for (int u = 0; u < 2; ++u)
+#pragma unroll
+        for (int e = 0; e < E; ++e) acc[u][e] *= alpha;
+#pragma unroll
+      for (int u = 0; u < 2; ++u) {
+        const int c = my_chunk + u * kThreads;
+        if (u >= v_per_thread || c >= v_chunks) break;
+#pragma unroll 4
+        for (int j = my_group; j < n_keys; j += groups) {
+          float vv[E];
+          load_chunk<kPaged>(vbase + rows[j] * v_row + c * E, vv);
+          const float pj = pr[j];
+#pragma unroll
+          for (int e = 0; e < E; ++e) acc[u][e] = fmaf(pj, vv[e], acc[u][e]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+  if (tid == 0) sh_l = l_run;
+  // Sum the key groups: red[group][v_dim].
+  if (groups > 1) {
+    if (v_active) {
+#pragma unroll
+      for (int e = 0; e < E; ++e) red[my_group * a.v_dim + my_chunk * E + e] = acc[0][e];
+    }
+    __syncthreads();
+  } else {
+    __syncthreads();
+  }
+  const float l = sh_l;
+  for (int64_t d = tid; d < a.v_dim; d += kThreads) {
+    float o;
+    if (groups > 1) {
+      o = 0.0f;
+      for (int g = 0; g < groups; ++g) o += red[g * a.v_dim + d];
+    } else {
+      o = NAN;  // filled below from registers
+    }
+    if (groups > 1) {
+      if (P.splits == 1) {
+        a.out[t * a.out_token_stride + h * a.out_head_stride + d] = o / l;
+      } else {
+        P.ws_o[ws_row * a.v_dim + d] = o;
+      }
+    }
+  }
+  if (groups == 1) {
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int c = tid + u * kThreads;
+      if (u >= v_per_thread || c >= v_chunks) break;
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        const int64_t d = int64_t{c} * E + e;
+        if (P.splits == 1) {
+          a.out[t * a.out_token_stride + h * a.out_head_stride + d] = acc[u][e] / l;
+        } else {
+          P.ws_o[ws_row * a.v_dim + d] = acc[u][e];
+        }
+      }
+    }
+  }
+  if (P.splits > 1 && tid == 0) {
+    P.ws_ml[ws_row * 2] = m_run;
+    P.ws_ml[ws_row * 2 + 1] = l_run;
+  }
+}
+
+// One block per (token, head): out = sum_s e^(m_s - M) O_s / sum_s e^(m_s - M) l_s.
+__global__ void attention_combine_kernel(Params P) {
+  const PagedAttentionArgs& a = P.a;
+  const int64_t t = blockIdx.x / a.num_q_heads, h = blockIdx.x % a.num_q_heads;
+  const int64_t base = (t * a.num_q_heads + h) * P.splits;
+  float mx = -INFINITY;
+  for (int s = 0; s < P.splits; ++s) {
+    if (P.ws_ml[(base + s) * 2 + 1] > 0.0f) mx = fmaxf(mx, P.ws_ml[(base + s) * 2]);
+  }
+  float denom = 0.0f;
+  for (int s = 0; s < P.splits; ++s) {
+    const float l = P.ws_ml[(base + s) * 2 + 1];
+    if (l > 0.0f) denom += __expf(P.ws_ml[(base + s) * 2] - mx) * l;
+  }
+  const float inv = 1.0f / denom;
+  float* out = a.out + t * a.out_token_stride + h * a.out_head_stride;
+  for (int64_t d = threadIdx.x; d < a.v_dim; d += blockDim.x) {
+    float acc = 0.0f;
+    for (int s = 0; s < P.splits; ++s) {
+      const float l = P.ws_ml[(base + s) * 2 + 1];
+      if (l > 0.0f) acc += __expf(P.ws_ml[(base + s) * 2] - mx) * P.ws_o[(base + s) * a.v_dim + d];
+    }
+    out[d] = acc * inv;
+  }
+}
+
+}  // namespace
+
+Status paged_attention(CudaContext& ctx, const PagedAttentionArgs& a) {
+  const bool paged = a.k_pool != nullptr;
+  if (paged == (a.k_f32 != nullptr)) {
+    return Status::InvalidArgument("paged_attention: give exactly one of k_pool (paged bf16) and k_f32");
+  }
+  if (a.num_tokens == 0) return Status::Ok();
+  if (a.num_tokens < 0 || a.num_q_heads <= 0 || a.num_kv_heads <= 0 || a.num_q_heads % a.num_kv_heads != 0) {
+    return Status::InvalidArgument(str_cat("paged_attention: tokens ", a.num_tokens, " q heads ", a.num_q_heads,
+                                           " kv heads ", a.num_kv_heads));
+  }
+  if (a.head_dim <= 0 || a.head_dim > kMaxDim || a.v_dim <= 0 || a.v_dim > kMaxDim) {
+    return Status::Unsupported(str_cat("paged_attention: head_dim ", a.head_dim, " v_dim ", a.v_dim,
+                                       " (each must be in [1, ", kMaxDim, "])"));
+  }
+  if (a.max_kv_len <= 0) return Status::InvalidArgument("paged_attention: max_kv_len must be positive");
+  if (paged && (a.block_tables == nullptr || a.block_size <= 0 || a.v_pool == nullptr)) {
+    return Status::InvalidArgument("paged_attention: paged K/V need block_tables, block_size and v_pool");
+  }
+  if (!paged && a.v_f32 == nullptr) return Status::InvalidArgument("paged_attention: k_f32 without v_f32");
+  Params P{.a = a, .group = a.num_q_heads / a.num_kv_heads, .splits = 1, .split_len = 0, .ws_o = nullptr,
+           .ws_ml = nullptr};
+  const int64_t base = a.num_tokens * a.num_q_heads;
+  const int64_t want = (8 * int64_t{ctx.num_sms()} + base - 1) / base;
+  const int64_t most = std::max<int64_t>(1, (a.max_kv_len + 4 * kTile - 1) / (4 * kTile));  // >= 4 tiles each
+  P.splits = static_cast<int>(std::clamp<int64_t>(want, 1, std::min<int64_t>(most, 64)));
+  P.split_len = ((a.max_kv_len + P.splits - 1) / P.splits + kTile - 1) / kTile * kTile;
+  P.splits = static_cast<int>((a.max_kv_len + P.split_len - 1) / P.split_len);
+  if (P.splits > 1) {
+    const size_t rows = static_cast<size_t>(base * P.splits);
+    DSI_ASSIGN_OR_RETURN(void* ws, ctx.scratch(rows * (a.v_dim + 2) * sizeof(float)));
+    P.ws_o = static_cast<float*>(ws);
+    P.ws_ml = P.ws_o + rows * a.v_dim;
+  } else {
+    DSI_ASSIGN_OR_RETURN(void* ws, ctx.scratch(static_cast<size_t>(base) * 2 * sizeof(float)));
+    P.ws_ml = static_cast<float*>(ws);  // written only by splits that see no key (none when splits == 1)
+  }
+  const dim3 grid(static_cast<unsigned>(a.num_tokens), static_cast<unsigned>(a.num_q_heads),
+                  static_cast<unsigned>(P.splits));
+  // The vectorized kernel needs 16-byte aligned rows and head slices; anything else takes the scalar kernel.
+  const int64_t e = paged ? 8 : 4;
+  const void* kp = paged ? static_cast<const void*>(a.k_pool) : a.k_f32;
+  const void* vp = paged ? static_cast<const void*>(a.v_pool) : a.v_f32;
+  const int64_t k_row = paged ? a.k_row_width : a.k_token_stride, v_row = paged ? a.v_row_width : a.v_token_stride;
+  const bool vec = a.head_dim % e == 0 && a.v_dim % e == 0 && k_row % e == 0 && v_row % e == 0 &&
+                   a.k_head_stride % e == 0 && a.v_head_stride % e == 0 && reinterpret_cast<uintptr_t>(kp) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(vp) % 16 == 0 && a.v_dim / e <= 2 * kThreads &&
+                   std::getenv("DSI_ATTENTION_SCALAR") == nullptr;
+  if (vec && paged) {
+    attention_vec_kernel<true><<<grid, kThreads, 0, ctx.stream()>>>(P);
+  } else if (vec) {
+    attention_vec_kernel<false><<<grid, kThreads, 0, ctx.stream()>>>(P);
+  } else if (paged) {
+    paged_attention_kernel<true><<<grid, kThreads, 0, ctx.stream()>>>(P);
+  } else {
+    paged_attention_kernel<false><<<grid, kThreads, 0, ctx.stream()>>>(P);
+  }
+  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  if (P.splits > 1) {
+    attention_combine_kernel<<<static_cast<unsigned>(base), 128, 0, ctx.stream()>>>(P);
+    DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  }
+  return Status::Ok();
+}
+
+}  // namespace dsi::cuda

@@ -1,0 +1,435 @@
+#include "model/cuda/cuda_layers.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+
+#include "kernels/cuda/cuda_attention.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_model_ops.h"
+#include "kernels/cuda/cuda_moe.h"
+#include "kernels/cuda/cuda_ops.h"
+
+namespace dsi::cuda_model {
+
+namespace cu = ::dsi::cuda;
+
+// ---- Profile ---------------------------------------------------------------------------------------------------
+
+namespace {
+struct Profile {
+  bool on = std::getenv("DSI_CUDA_PROFILE") != nullptr && std::string(std::getenv("DSI_CUDA_PROFILE")) == "1";
+  std::chrono::steady_clock::time_point last = std::chrono::steady_clock::now();
+  std::map<std::string, double> total;
+};
+Profile& profile() {
+  static Profile p;
+  return p;
+}
+}  // namespace
+
+bool profiling() { return profile().on; }
+
+void profile_mark(CudaContext& ctx, const char* label) {
+  Profile& p = profile();
+  if (!p.on) return;
+  cudaStreamSynchronize(ctx.stream());
+  const auto now = std::chrono::steady_clock::now();
+  p.total[label] += std::chrono::duration<double>(now - p.last).count();
+  p.last = now;
+}
+
+void profile_report(const char* title) {
+  Profile& p = profile();
+  if (!p.on) return;
+  double sum = 0;
+  for (const auto& [k, v] : p.total) sum += v;
+  std::fprintf(stderr, "profile %s: %.3f ms:", title, sum * 1e3);
+  for (const auto& [k, v] : p.total) std::fprintf(stderr, " %s=%.3f", k.c_str(), v * 1e3);
+  std::fprintf(stderr, "\n");
+  p.total.clear();
+  p.last = std::chrono::steady_clock::now();
+}
+
+// ---- Arena ----------------------------------------------------------------------------------------------------
+
+Result<void*> Arena::alloc(size_t bytes) {
+  bytes = (bytes + 255) / 256 * 256;
+  while (current_ < blocks_.size()) {
+    if (offset_ + bytes <= blocks_[current_].size()) {
+      void* p = blocks_[current_].get() + offset_;
+      offset_ += bytes;
+      return p;
+    }
+    ++current_;
+    offset_ = 0;
+  }
+  const size_t last = blocks_.empty() ? 0 : blocks_.back().size();
+  const size_t size = std::max<size_t>({bytes, 2 * last, size_t{64} << 20});
+  DSI_ASSIGN_OR_RETURN(void* p, ctx_->pool().alloc(size));
+  blocks_.emplace_back(&ctx_->pool(), static_cast<uint8_t*>(p), size);
+  current_ = blocks_.size() - 1;
+  offset_ = bytes;
+  return p;
+}
+
+void Arena::reset() {
+  if (blocks_.size() > 1) {
+    size_t total = 0;
+    for (const auto& b : blocks_) total += b.size();
+    blocks_.clear();
+    // One block of the combined size next time: the first alloc creates it.
+    auto p = ctx_->pool().alloc(total);
+    if (p.ok()) blocks_.emplace_back(&ctx_->pool(), static_cast<uint8_t*>(*p), total);
+  }
+  rewind();
+}
+
+// ---- Linear and MLP -------------------------------------------------------------------------------------------
+
+Status DLinear::forward(CudaContext& ctx, const float* x, int64_t m, float* y, int64_t x_stride,
+                        int64_t y_stride) const {
+  MatmulArgs a;
+  a.x = x;
+  a.w = w;
+  a.w_dtype = dtype;
+  a.bias = bias;
+  a.y = y;
+  a.m = m;
+  a.n = n;
+  a.k = k;
+  a.x_stride = x_stride;
+  a.y_stride = y_stride;
+  return cu::matmul(ctx, a);
+}
+
+Status DMlp::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out) const {
+  DSI_ASSIGN_OR_RETURN(float* gu, arena.floats(m * 2 * inter));
+  DSI_ASSIGN_OR_RETURN(float* act, arena.floats(m * inter));
+  DSI_RETURN_IF_ERROR(gate_up.forward(ctx, x, m, gu));
+  profile_mark(ctx, "mlp_gate_up");
+  DSI_RETURN_IF_ERROR(cu::silu_mul(ctx, {.gate = gu, .up = gu + inter, .out = act, .m = m, .d = inter,
+                                         .in_stride = 2 * inter}));
+  DSI_RETURN_IF_ERROR(down.forward(ctx, act, m, out));
+  profile_mark(ctx, "mlp_down");
+  return Status::Ok();
+}
+
+// ---- GQA attention ---------------------------------------------------------------------------------------------
+
+Status DGqa::forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out) const {
+  const int64_t t = b.num_tokens, width = (hq + 2 * hkv) * d, kw = hkv * d;
+  DSI_ASSIGN_OR_RETURN(float* qkv_buf, arena.floats(t * width));
+  DSI_ASSIGN_OR_RETURN(float* attn, arena.floats(t * hq * d));
+  DSI_RETURN_IF_ERROR(qkv.forward(ctx, x, t, qkv_buf));
+  profile_mark(ctx, "attn_qkv");
+  RopeArgs r;
+  r.positions = b.positions;
+  r.num_tokens = t;
+  r.rot_dim = d;
+  r.inv_freq = rope.inv_freq;
+  r.attn_factor = rope.attn_factor;
+  r.style = RopeStyle::kNeox;
+  r.token_stride = width;
+  r.head_stride = d;
+  r.x = qkv_buf;
+  r.num_heads = hq;
+  DSI_RETURN_IF_ERROR(cu::rope(ctx, r));
+  r.x = qkv_buf + hq * d;
+  r.num_heads = hkv;
+  DSI_RETURN_IF_ERROR(cu::rope(ctx, r));
+  DSI_RETURN_IF_ERROR(cu::kv_write(ctx, {.src = qkv_buf + hq * d, .src_stride = width, .pool = k_pool,
+                                         .row_width = kw, .col0 = 0, .width = kw, .slots = b.slots,
+                                         .num_tokens = t}));
+  DSI_RETURN_IF_ERROR(cu::kv_write(ctx, {.src = qkv_buf + (hq + hkv) * d, .src_stride = width, .pool = v_pool,
+                                         .row_width = kw, .col0 = 0, .width = kw, .slots = b.slots,
+                                         .num_tokens = t}));
+  profile_mark(ctx, "attn_rope_kv");
+  cu::PagedAttentionArgs a;
+  a.q = qkv_buf;
+  a.q_token_stride = width;
+  a.q_head_stride = d;
+  a.k_pool = k_pool;
+  a.v_pool = v_pool;
+  a.k_row_width = a.v_row_width = kw;
+  a.k_head_stride = a.v_head_stride = d;
+  a.block_tables = b.block_tables;
+  a.max_blocks = b.max_blocks;
+  a.block_size = b.block_size;
+  a.token_seq = b.token_seq;
+  a.token_pos = b.token_pos;
+  a.out = attn;
+  a.out_token_stride = hq * d;
+  a.out_head_stride = d;
+  a.num_tokens = t;
+  a.num_q_heads = hq;
+  a.num_kv_heads = hkv;
+  a.head_dim = a.v_dim = d;
+  a.max_kv_len = b.max_kv_len;
+  a.scale = scale;
+  DSI_RETURN_IF_ERROR(cu::paged_attention(ctx, a));
+  profile_mark(ctx, "attn_core");
+  DSI_RETURN_IF_ERROR(o.forward(ctx, attn, t, out));
+  profile_mark(ctx, "attn_o");
+  return Status::Ok();
+}
+
+// ---- MLA -------------------------------------------------------------------------------------------------------
+
+Status DMla::forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out) const {
+  const int64_t t = b.num_tokens, qk = nope + rope_dim, qw = heads * qk;
+  const int64_t fw = fused_a.n;  // [q_lora | q] then the latent
+  const int64_t lat0 = fw - lw();
+  DSI_ASSIGN_OR_RETURN(float* fa, arena.floats(t * fw));
+  DSI_RETURN_IF_ERROR(fused_a.forward(ctx, x, t, fa));
+  profile_mark(ctx, "mla_a");
+  float* q = fa;  // without q compression the queries are the first qw columns
+  int64_t q_stride = fw;
+  if (q_lora) {
+    DSI_RETURN_IF_ERROR(cu::rmsnorm(ctx, {.x = fa, .w = q_a_norm, .y = fa, .m = t, .d = q_lora_rank,
+                                          .x_stride = fw, .y_stride = fw, .eps = eps}));
+    DSI_ASSIGN_OR_RETURN(q, arena.floats(t * qw));
+    DSI_RETURN_IF_ERROR(q_b.forward(ctx, fa, t, q, fw));
+    q_stride = qw;
+  }
+  float* lat = fa + lat0;
+  DSI_RETURN_IF_ERROR(cu::rmsnorm(ctx, {.x = lat, .w = kv_a_norm, .y = lat, .m = t, .d = r, .x_stride = fw,
+                                        .y_stride = fw, .eps = eps}));
+  RopeArgs rp;
+  rp.positions = b.positions;
+  rp.num_tokens = t;
+  rp.rot_dim = rope_dim;
+  rp.inv_freq = rope.inv_freq;
+  rp.attn_factor = rope.attn_factor;
+  rp.style = RopeStyle::kInterleaved;
+  rp.x = q + nope;
+  rp.num_heads = heads;
+  rp.token_stride = q_stride;
+  rp.head_stride = qk;
+  DSI_RETURN_IF_ERROR(cu::rope(ctx, rp));
+  rp.x = lat + r;
+  rp.num_heads = 1;
+  rp.token_stride = fw;
+  rp.head_stride = fw;
+  DSI_RETURN_IF_ERROR(cu::rope(ctx, rp));
+  DSI_RETURN_IF_ERROR(cu::kv_write(ctx, {.src = lat, .src_stride = fw, .pool = pool, .row_width = lw(), .col0 = 0,
+                                         .width = lw(), .slots = b.slots, .num_tokens = t}));
+  // Contiguous queries [t, heads, qk] for the attention paths.
+  float* qc = q;
+  if (q_stride != qw) {
+    DSI_ASSIGN_OR_RETURN(qc, arena.floats(t * qw));
+    DSI_RETURN_IF_ERROR(cu::copy_3d(ctx, {.src = q, .dst = qc, .n0 = t, .n1 = 1, .width = qw, .s0 = q_stride,
+                                          .s1 = 0, .d0 = qw, .d1 = 0}));
+  }
+  profile_mark(ctx, "mla_q_rope_kv");
+  DSI_ASSIGN_OR_RETURN(float* attn, arena.floats(t * heads * v));
+  const bool absorbed = mode == MlaMode::kAbsorbed || (mode == MlaMode::kAuto && b.all_single);
+  if (absorbed) {
+    DSI_RETURN_IF_ERROR(attend_absorbed(ctx, arena, qc, b, attn));
+  } else {
+    DSI_RETURN_IF_ERROR(attend_naive(ctx, arena, qc, b, attn));
+  }
+  profile_mark(ctx, absorbed ? "mla_absorbed" : "mla_naive");
+  DSI_RETURN_IF_ERROR(o.forward(ctx, attn, t, out));
+  profile_mark(ctx, "attn_o");
+  return Status::Ok();
+}
+
+Status DMla::attend_absorbed(CudaContext& ctx, Arena& arena, const float* q, const BatchMeta& b,
+                             float* attn) const {
+  const int64_t t = b.num_tokens, qk = nope + rope_dim, w = lw();
+  DSI_ASSIGN_OR_RETURN(float* q_lat, arena.floats(t * heads * w));  // [t, heads, r + rope]
+  DSI_ASSIGN_OR_RETURN(float* o_lat, arena.floats(t * heads * r));  // [t, heads, r]
+  DSI_RETURN_IF_ERROR(cu::head_matmul(ctx, {.x = q, .x_token_stride = heads * qk, .x_head_stride = qk, .w = w_uk_t,
+                                            .w_dtype = kv_b.dtype, .w_head_stride = r * nope, .w_row_stride = nope,
+                                            .y = q_lat, .y_token_stride = heads * w, .y_head_stride = w,
+                                            .num_tokens = t, .num_heads = heads, .n = r, .k = nope}));
+  DSI_RETURN_IF_ERROR(cu::copy_3d(ctx, {.src = q + nope, .dst = q_lat + r, .n0 = t, .n1 = heads, .width = rope_dim,
+                                        .s0 = heads * qk, .s1 = qk, .d0 = heads * w, .d1 = w}));
+  if (b.all_single && r == 512 && rope_dim == 64) {
+    // One query per sequence: the tensor-core split-K kernel over the paged latent cache.
+    cu::MlaDecodeArgs m;
+    m.q = q_lat;
+    m.cache = pool;
+    m.seq_lens = b.seq_lens;
+    m.block_tables = b.block_tables;
+    m.max_blocks = b.max_blocks;
+    m.block_size = b.block_size;
+    m.out = o_lat;
+    m.batch = t;
+    m.num_heads = heads;
+    m.kv_lora_rank = r;
+    m.rope_dim = rope_dim;
+    m.max_seq_len = b.max_kv_len;
+    m.scale = scale;
+    // Rows of the batch are sequences here: token_seq[i] == i when every chunk is one token.
+    DSI_RETURN_IF_ERROR(cu::mla_decode(ctx, m));
+  } else {
+    cu::PagedAttentionArgs a;
+    a.q = q_lat;
+    a.q_token_stride = heads * w;
+    a.q_head_stride = w;
+    a.k_pool = a.v_pool = pool;
+    a.k_row_width = a.v_row_width = w;
+    a.block_tables = b.block_tables;
+    a.max_blocks = b.max_blocks;
+    a.block_size = b.block_size;
+    a.token_seq = b.token_seq;
+    a.token_pos = b.token_pos;
+    a.out = o_lat;
+    a.out_token_stride = heads * r;
+    a.out_head_stride = r;
+    a.num_tokens = t;
+    a.num_q_heads = heads;
+    a.num_kv_heads = 1;
+    a.head_dim = w;
+    a.v_dim = r;
+    a.max_kv_len = b.max_kv_len;
+    a.scale = scale;
+    DSI_RETURN_IF_ERROR(cu::paged_attention(ctx, a));
+  }
+  // attn[:, h, :] = o_lat[:, h, :] W_UV_h^T, W_UV_h = kv_b rows [h (nope + v) + nope, + v).
+  const size_t esz = dtype_size(kv_b.dtype);
+  const void* w_uv = static_cast<const uint8_t*>(kv_b.w) + static_cast<size_t>(nope * r) * esz;
+  return cu::head_matmul(ctx, {.x = o_lat, .x_token_stride = heads * r, .x_head_stride = r, .w = w_uv,
+                               .w_dtype = kv_b.dtype, .w_head_stride = (nope + v) * r, .w_row_stride = r, .y = attn,
+                               .y_token_stride = heads * v, .y_head_stride = v, .num_tokens = t, .num_heads = heads,
+                               .n = v, .k = r});
+}
+
+Status DMla::attend_naive(CudaContext& ctx, Arena& arena, const float* q, const BatchMeta& b, float* attn) const {
+  const int64_t qk = nope + rope_dim, w = lw(), kvw = heads * (nope + v);
+  int64_t row = 0;
+  for (size_t c = 0; c < b.chunk_start.size(); ++c) {
+    const int64_t n = b.chunk_tokens[c], kv_len = b.chunk_start[c] + n;
+    DSI_ASSIGN_OR_RETURN(float* lat, arena.floats(kv_len * w));
+    DSI_ASSIGN_OR_RETURN(float* kv, arena.floats(kv_len * kvw));
+    DSI_ASSIGN_OR_RETURN(float* k, arena.floats(kv_len * heads * qk));
+    DSI_RETURN_IF_ERROR(cu::gather_paged_rows(ctx, pool, w, b.block_tables + c * b.max_blocks, b.block_size, kv_len,
+                                              w, lat));
+    DSI_RETURN_IF_ERROR(kv_b.forward(ctx, lat, kv_len, kv, w));
+    DSI_RETURN_IF_ERROR(cu::copy_3d(ctx, {.src = kv, .dst = k, .n0 = kv_len, .n1 = heads, .width = nope, .s0 = kvw,
+                                          .s1 = nope + v, .d0 = heads * qk, .d1 = qk}));
+    DSI_RETURN_IF_ERROR(cu::copy_3d(ctx, {.src = lat + r, .dst = k + nope, .n0 = kv_len, .n1 = heads,
+                                          .width = rope_dim, .s0 = w, .s1 = 0, .d0 = heads * qk, .d1 = qk}));
+    cu::PagedAttentionArgs a;
+    a.q = q + row * heads * qk;
+    a.q_token_stride = heads * qk;
+    a.q_head_stride = qk;
+    a.k_f32 = k;
+    a.v_f32 = kv + nope;
+    a.k_token_stride = heads * qk;
+    a.k_head_stride = qk;
+    a.v_token_stride = kvw;
+    a.v_head_stride = nope + v;
+    a.token_seq = b.token_seq + row;
+    a.token_pos = b.token_pos + row;
+    a.out = attn + row * heads * v;
+    a.out_token_stride = heads * v;
+    a.out_head_stride = v;
+    a.num_tokens = n;
+    a.num_q_heads = a.num_kv_heads = heads;
+    a.head_dim = qk;
+    a.v_dim = v;
+    a.max_kv_len = kv_len;
+    a.scale = scale;
+    DSI_RETURN_IF_ERROR(cu::paged_attention(ctx, a));
+    row += n;
+  }
+  return Status::Ok();
+}
+
+// ---- MoE -------------------------------------------------------------------------------------------------------
+
+DLinear DMoe::expert_gate_up(int64_t e) const {
+  const size_t esz = dtype_size(dtype);
+  return {.w = static_cast<const uint8_t*>(w13) + static_cast<size_t>(e * 2 * inter * hidden) * esz, .dtype = dtype,
+          .bias = nullptr, .n = 2 * inter, .k = hidden};
+}
+
+DLinear DMoe::expert_down(int64_t e) const {
+  const size_t esz = dtype_size(dtype);
+  return {.w = static_cast<const uint8_t*>(w2) + static_cast<size_t>(e * hidden * inter) * esz, .dtype = dtype,
+          .bias = nullptr, .n = hidden, .k = inter};
+}
+
+Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out) const {
+  const int64_t top_k = route.top_k, pairs = m * top_k;
+  DSI_ASSIGN_OR_RETURN(float* logits, arena.floats(m * experts));
+  DSI_ASSIGN_OR_RETURN(int32_t* ids, arena.ints(pairs));
+  DSI_ASSIGN_OR_RETURN(float* weights, arena.floats(pairs));
+  DSI_RETURN_IF_ERROR(router.forward(ctx, x, m, logits));
+  MoeRouteArgs r = route;
+  r.logits = logits;
+  r.bias = correction_bias;
+  r.num_tokens = m;
+  r.expert_ids = ids;
+  r.weights = weights;
+  DSI_RETURN_IF_ERROR(cu::moe_route(ctx, r));
+  profile_mark(ctx, "moe_route");
+  if (has_shared) {
+    DSI_RETURN_IF_ERROR(shared.forward(ctx, arena, x, m, out));
+  } else {
+    DSI_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, static_cast<size_t>(m * hidden) * sizeof(float), ctx.stream()));
+  }
+  profile_mark(ctx, "moe_shared");
+
+  if (device_routing && dtype == DType::kBF16 && pairs <= 64 && hidden % 8 == 0 && inter % 8 == 0) {
+    // Decode-sized batches: expert ids never leave the device.
+    DSI_ASSIGN_OR_RETURN(float* h, arena.floats(pairs * inter));
+    DSI_RETURN_IF_ERROR(cu::moe_experts_gemv(ctx, {.x = x, .ids = ids, .weights = weights,
+                                                   .w13 = static_cast<const uint16_t*>(w13),
+                                                   .w2 = static_cast<const uint16_t*>(w2), .h = h, .out = out,
+                                                   .num_tokens = m, .top_k = top_k, .num_experts = experts,
+                                                   .hidden = hidden, .inter = inter}));
+    profile_mark(ctx, "moe_experts_gemv");
+    return Status::Ok();
+  }
+
+  // Larger batches: read the routing back, group the pairs by expert on the host, one matmul per active expert.
+  std::vector<int32_t> host_ids(static_cast<size_t>(pairs));
+  DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_ids.data(), ids, host_ids.size() * sizeof(int32_t),
+                                           cudaMemcpyDeviceToHost, ctx.stream()));
+  DSI_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(ctx.stream()));
+  std::vector<int64_t> count(static_cast<size_t>(experts) + 1, 0);
+  for (int32_t e : host_ids) {
+    if (e < 0 || e >= experts) return Status::Internal(str_cat("moe: router chose expert ", e));
+    ++count[static_cast<size_t>(e) + 1];
+  }
+  for (int64_t e = 0; e < experts; ++e) count[e + 1] += count[e];  // prefix sums: first row of each expert
+  std::vector<int32_t> host_meta(static_cast<size_t>(2 * pairs));  // [pairs] token of each row, [pairs] row of pair
+  std::vector<int64_t> fill(count.begin(), count.end() - 1);
+  for (int64_t p = 0; p < pairs; ++p) {
+    const int64_t row = fill[host_ids[p]]++;
+    host_meta[row] = static_cast<int32_t>(p / top_k);
+    host_meta[pairs + p] = static_cast<int32_t>(row);
+  }
+  DSI_ASSIGN_OR_RETURN(int32_t* meta, arena.ints(2 * pairs));
+  DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta, host_meta.data(), host_meta.size() * sizeof(int32_t),
+                                           cudaMemcpyHostToDevice, ctx.stream()));
+  DSI_ASSIGN_OR_RETURN(float* xs, arena.floats(pairs * hidden));
+  DSI_ASSIGN_OR_RETURN(float* gu, arena.floats(pairs * 2 * inter));
+  DSI_ASSIGN_OR_RETURN(float* act, arena.floats(pairs * inter));
+  DSI_ASSIGN_OR_RETURN(float* ys, arena.floats(pairs * hidden));
+  DSI_RETURN_IF_ERROR(cu::gather_rows(ctx, x, hidden, meta, pairs, hidden, xs, hidden));
+  for (int64_t e = 0; e < experts; ++e) {
+    const int64_t n = count[e + 1] - count[e];
+    if (n == 0) continue;
+    DSI_RETURN_IF_ERROR(expert_gate_up(e).forward(ctx, xs + count[e] * hidden, n, gu + count[e] * 2 * inter));
+  }
+  DSI_RETURN_IF_ERROR(cu::silu_mul(ctx, {.gate = gu, .up = gu + inter, .out = act, .m = pairs, .d = inter,
+                                         .in_stride = 2 * inter}));
+  for (int64_t e = 0; e < experts; ++e) {
+    const int64_t n = count[e + 1] - count[e];
+    if (n == 0) continue;
+    DSI_RETURN_IF_ERROR(expert_down(e).forward(ctx, act + count[e] * inter, n, ys + count[e] * hidden));
+  }
+  DSI_RETURN_IF_ERROR(cu::moe_combine(ctx, ys, meta + pairs, weights, m, top_k, hidden, out));
+  profile_mark(ctx, "moe_experts_grouped");
+  return Status::Ok();
+}
+
+}  // namespace dsi::cuda_model

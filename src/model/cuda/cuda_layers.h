@@ -1,0 +1,136 @@
+// Device-side layers of the GPU runner (internal to src/model/cuda). Weights point into blocks owned by
+// DeviceWeights; each layer's forward queues kernels on the context's stream and never synchronizes, except the
+// MoE host-grouped path (large batches), which reads the routing back once per layer.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "kernels/cuda/cuda_context.h"
+#include "kernels/ops.h"
+#include "model/decoder.h"
+
+namespace dsi::cuda_model {
+
+// Bump allocator over device memory for a layer's temporaries: reset per layer; grows by chaining a new block
+// (earlier blocks stay valid until reset_all: the stream may still use them).
+class Arena {
+ public:
+  explicit Arena(CudaContext* ctx) : ctx_(ctx) {}
+  Result<float*> floats(int64_t n) { return alloc_as<float>(n); }
+  Result<int32_t*> ints(int64_t n) { return alloc_as<int32_t>(n); }
+  void reset();  // keeps the largest block, drops the others (after a stream synchronization)
+  void rewind() { offset_ = 0; current_ = 0; }
+
+ private:
+  template <class T>
+  Result<T*> alloc_as(int64_t n) {
+    DSI_ASSIGN_OR_RETURN(void* p, alloc(static_cast<size_t>(n) * sizeof(T)));
+    return static_cast<T*>(p);
+  }
+  Result<void*> alloc(size_t bytes);
+  CudaContext* ctx_;
+  std::vector<DeviceBuffer<uint8_t>> blocks_;
+  size_t current_ = 0, offset_ = 0;
+};
+
+// Opt-in step profile (environment DSI_CUDA_PROFILE=1): each mark synchronizes the stream and adds the time
+// since the previous mark to `label`; profile_report prints the totals to stderr and clears them. Off, a mark
+// costs one branch.
+bool profiling();
+void profile_mark(CudaContext& ctx, const char* label);
+void profile_report(const char* title);
+
+struct DLinear {
+  const void* w = nullptr;  // [n, k]
+  DType dtype = DType::kBF16;
+  const float* bias = nullptr;  // [n] or null
+  int64_t n = 0, k = 0;
+  Status forward(CudaContext& ctx, const float* x, int64_t m, float* y, int64_t x_stride = 0,
+                 int64_t y_stride = 0) const;
+};
+
+struct DMlp {
+  DLinear gate_up;  // [2 * inter, hidden]: gate rows then up rows
+  DLinear down;     // [hidden, inter]
+  int64_t inter = 0;
+  Status forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out) const;
+};
+
+struct DRope {
+  const double* inv_freq = nullptr;  // device [rot_dim / 2]
+  double attn_factor = 1.0;
+};
+
+// What a layer's attention needs about the batch, on the device.
+struct BatchMeta {
+  int64_t num_tokens = 0, num_seqs = 0, max_blocks = 0, block_size = 0, max_kv_len = 0;
+  bool all_single = false;                   // every chunk is one token (a decode step)
+  const int64_t* positions = nullptr;       // [T]
+  const int32_t* token_pos = nullptr;       // [T]
+  const int32_t* token_seq = nullptr;       // [T]
+  const int32_t* slots = nullptr;           // [T] cache row of each new token
+  const int32_t* seq_lens = nullptr;        // [T] token_pos + 1 (the MLA decode kernel's lengths)
+  const int32_t* block_tables = nullptr;    // [num_seqs, max_blocks]
+  std::vector<int64_t> chunk_start, chunk_tokens;  // host copies per chunk
+};
+
+struct DGqa {
+  DLinear qkv, o;
+  DRope rope;
+  int64_t hq = 0, hkv = 0, d = 0;
+  float scale = 1.0f;
+  uint16_t* k_pool = nullptr;
+  uint16_t* v_pool = nullptr;  // [rows, hkv * d] bf16
+  Status forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out) const;
+};
+
+struct DMla {
+  bool q_lora = false;
+  DLinear fused_a;  // [q_lora_rank + lw, hidden] (q_a then kv_a) or [heads * qk + lw, hidden] (q then kv_a)
+  const float* q_a_norm = nullptr;
+  const float* kv_a_norm = nullptr;
+  DLinear q_b;      // with q_lora
+  DLinear kv_b;     // [heads * (nope + v), r]
+  const void* w_uk_t = nullptr;  // [heads, r, nope], kv_b's dtype
+  DLinear o;
+  DRope rope;
+  int64_t heads = 0, nope = 0, rope_dim = 0, v = 0, r = 0, q_lora_rank = 0;
+  float eps = 1e-6f, scale = 1.0f;
+  MlaMode mode = MlaMode::kAuto;
+  uint16_t* pool = nullptr;  // [rows, r + rope_dim] bf16
+  int64_t lw() const { return r + rope_dim; }
+  Status forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out) const;
+  Status attend_absorbed(CudaContext& ctx, Arena& arena, const float* q, const BatchMeta& b, float* attn) const;
+  Status attend_naive(CudaContext& ctx, Arena& arena, const float* q, const BatchMeta& b, float* attn) const;
+};
+
+struct DMoe {
+  DLinear router;  // [experts, hidden]
+  const float* correction_bias = nullptr;
+  MoeRouteArgs route;  // settings; pointers per call
+  const void* w13 = nullptr;  // [experts, 2 * inter, hidden]
+  const void* w2 = nullptr;   // [experts, hidden, inter]
+  DType dtype = DType::kBF16;
+  int64_t experts = 0, inter = 0, hidden = 0;
+  bool has_shared = false;
+  DMlp shared;
+  bool device_routing = true;
+  Status forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out) const;
+  DLinear expert_gate_up(int64_t e) const;
+  DLinear expert_down(int64_t e) const;
+};
+
+struct DLayer {
+  const float* input_norm = nullptr;
+  const float* post_norm = nullptr;
+  bool mla = false;
+  DGqa gqa;
+  DMla mla_attn;
+  bool moe = false;
+  DMlp mlp;
+  DMoe moe_mlp;
+};
+
+}  // namespace dsi::cuda_model

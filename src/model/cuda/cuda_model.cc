@@ -1,0 +1,267 @@
+#include "model/cuda/cuda_model.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "io/model_config.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_model_ops.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "model/cuda/cuda_layers.h"
+#include "model/cuda/cuda_upload.h"
+#include "model/decoder.h"
+
+namespace dsi {
+namespace {
+
+namespace cu = ::dsi::cuda;
+using cuda_model::Arena;
+using cuda_model::BatchMeta;
+using cuda_model::DLayer;
+using cuda_model::DLinear;
+using cuda_model::profile_mark;
+
+class CudaDecoderModel final : public Model {
+ public:
+  CudaDecoderModel(ModelConfig config, std::unique_ptr<CudaContext> ctx)
+      : config_(std::move(config)), ctx_(std::move(ctx)), up_(ctx_.get()), arena_(ctx_.get()) {}
+
+  Status init(DecoderParts parts, const CudaModelOptions& options);
+
+  const ModelConfig& config() const override { return config_; }
+  KvLayout kv_layout() const override { return layout_; }
+  Result<Tensor> forward(const ForwardBatch& batch, KvCache& cache) override;
+  void set_mla_mode(MlaMode mode) override {
+    for (DLayer& l : layers_) l.mla_attn.mode = mode;
+  }
+
+ private:
+  Status ensure_kv(const KvCache& cache);
+  template <class T>
+  Result<T*> grow(DeviceBuffer<uint8_t>& buf, int64_t n) {
+    const size_t bytes = static_cast<size_t>(n) * sizeof(T);
+    if (buf.size() < bytes) {
+      buf.reset();
+      DSI_ASSIGN_OR_RETURN(void* p, ctx_->pool().alloc(bytes));
+      buf = DeviceBuffer<uint8_t>(&ctx_->pool(), static_cast<uint8_t*>(p), bytes);
+    }
+    return reinterpret_cast<T*>(buf.get());
+  }
+
+  ModelConfig config_;
+  std::unique_ptr<CudaContext> ctx_;
+  cuda_model::Uploader up_;
+  Arena arena_;
+  KvLayout layout_;
+  const void* embedding_ = nullptr;
+  DType embedding_dtype_ = DType::kBF16;
+  const float* final_norm_ = nullptr;
+  DLinear lm_head_;
+  std::vector<DLayer> layers_;
+  // KV pools per layer (bf16 rows), sized for kv_blocks_ blocks.
+  int64_t kv_blocks_ = 0, kv_block_size_ = 0;
+  std::vector<DeviceBuffer<uint8_t>> k_pools_, v_pools_;
+  // Per-forward buffers, grown on demand.
+  DeviceBuffer<uint8_t> meta_, x_, normed_, branch_, lm_in_, logits_;
+  std::vector<uint8_t> host_meta_;
+};
+
+Status CudaDecoderModel::init(DecoderParts parts, const CudaModelOptions& options) {
+  layout_ = parts.kv_layout;
+  layout_.host_storage = false;
+  DSI_ASSIGN_OR_RETURN(embedding_, up_.tensor(parts.embedding));
+  embedding_dtype_ = parts.embedding.dtype();
+  parts.embedding = Tensor();
+  DSI_ASSIGN_OR_RETURN(final_norm_, up_.floats(parts.final_norm));
+  DSI_ASSIGN_OR_RETURN(lm_head_, up_.linear({&parts.lm_head}));
+  parts.lm_head = Linear();
+  for (DecoderLayer& layer : parts.layers) {
+    DSI_ASSIGN_OR_RETURN(DLayer d, up_.layer(config_, layer, options));
+    layers_.push_back(std::move(d));
+    layer = DecoderLayer();  // drop the host copy as soon as it is on the device
+  }
+  return Status::Ok();
+}
+
+Status CudaDecoderModel::ensure_kv(const KvCache& cache) {
+  if (cache.num_blocks() <= kv_blocks_ && cache.block_size() == kv_block_size_) return Status::Ok();
+  const int64_t bs = cache.block_size();
+  const int64_t blocks = std::max(cache.num_blocks(), kv_block_size_ == bs ? 2 * kv_blocks_ : int64_t{0});
+  const size_t old_rows = static_cast<size_t>(kv_blocks_ * kv_block_size_);
+  const bool keep = kv_block_size_ == bs;
+  k_pools_.resize(layers_.size());
+  v_pools_.resize(layers_.size());
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    DLayer& layer = layers_[l];
+    const int64_t kw = layer.mla ? layer.mla_attn.lw() : layer.gqa.hkv * layer.gqa.d;
+    const int64_t vw = layer.mla ? 0 : kw;
+    for (auto [pool, width] : {std::pair{&k_pools_[l], kw}, std::pair{&v_pools_[l], vw}}) {
+      if (width == 0) continue;
+      const size_t bytes = static_cast<size_t>(blocks * bs * width) * 2;
+      DSI_ASSIGN_OR_RETURN(void* p, ctx_->pool().alloc(bytes));
+      // Zeros, so that rows nobody wrote (a benchmark's reserved context) hold numbers, not stale bits.
+      DSI_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(p, 0, bytes, ctx_->stream()));
+      if (keep && pool->get() != nullptr) {
+        DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(p, pool->get(), old_rows * width * 2, cudaMemcpyDeviceToDevice,
+                                                 ctx_->stream()));
+      }
+      *pool = DeviceBuffer<uint8_t>(&ctx_->pool(), static_cast<uint8_t*>(p), bytes);
+    }
+    if (layer.mla) {
+      layer.mla_attn.pool = reinterpret_cast<uint16_t*>(k_pools_[l].get());
+    } else {
+      layer.gqa.k_pool = reinterpret_cast<uint16_t*>(k_pools_[l].get());
+      layer.gqa.v_pool = reinterpret_cast<uint16_t*>(v_pools_[l].get());
+    }
+  }
+  kv_blocks_ = blocks;
+  kv_block_size_ = bs;
+  return Status::Ok();
+}
+
+Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cache) {
+  DSI_RETURN_IF_ERROR(validate_batch(config_, batch, cache));
+  DSI_RETURN_IF_ERROR(ensure_kv(cache));
+  CudaContext& ctx = *ctx_;
+  const int64_t t = batch.num_tokens(), h = config_.hidden_size, vocab = config_.vocab_size;
+  const auto num_seqs = static_cast<int64_t>(batch.chunks.size());
+
+  // Batch metadata: one host staging buffer, one copy to the device.
+  BatchMeta b;
+  b.num_tokens = t;
+  b.num_seqs = num_seqs;
+  b.block_size = cache.block_size();
+  b.all_single = true;
+  for (const SequenceChunk& c : batch.chunks) {
+    b.max_blocks = std::max<int64_t>(b.max_blocks, static_cast<int64_t>(c.block_table.size()));
+    b.max_kv_len = std::max(b.max_kv_len, c.start_pos + c.num_tokens);
+    b.all_single = b.all_single && c.num_tokens == 1;
+    b.chunk_start.push_back(c.start_pos);
+    b.chunk_tokens.push_back(c.num_tokens);
+  }
+  b.max_blocks = std::max<int64_t>(b.max_blocks, 1);
+  std::vector<int32_t> rows;  // rows that need logits
+  if (batch.all_logits) {
+    for (int64_t i = 0; i < t; ++i) rows.push_back(static_cast<int32_t>(i));
+  } else {
+    int64_t end = 0;
+    for (const SequenceChunk& c : batch.chunks) rows.push_back(static_cast<int32_t>((end += c.num_tokens) - 1));
+  }
+  const auto n_rows = static_cast<int64_t>(rows.size());
+  const size_t off_pos64 = static_cast<size_t>(t) * 8, off_i32 = off_pos64 + static_cast<size_t>(t) * 8;
+  const size_t n_i32 = static_cast<size_t>(4 * t + num_seqs * b.max_blocks + n_rows);
+  host_meta_.assign(off_i32 + n_i32 * 4, 0);
+  auto* ids64 = reinterpret_cast<int64_t*>(host_meta_.data());
+  auto* pos64 = reinterpret_cast<int64_t*>(host_meta_.data() + off_pos64);
+  auto* i32 = reinterpret_cast<int32_t*>(host_meta_.data() + off_i32);
+  int32_t *token_pos = i32, *token_seq = i32 + t, *slots = i32 + 2 * t, *seq_lens = i32 + 3 * t;
+  int32_t* tables = i32 + 4 * t;
+  int32_t* logit_rows = tables + num_seqs * b.max_blocks;
+  int64_t row = 0;
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const SequenceChunk& c = batch.chunks[s];
+    std::copy(c.block_table.begin(), c.block_table.end(), tables + s * b.max_blocks);
+    for (int64_t i = 0; i < c.num_tokens; ++i, ++row) {
+      const int64_t p = c.start_pos + i;
+      ids64[row] = batch.token_ids[row];
+      pos64[row] = batch.positions[row];
+      token_pos[row] = static_cast<int32_t>(p);
+      token_seq[row] = static_cast<int32_t>(s);
+      slots[row] = static_cast<int32_t>(c.block_table[p / b.block_size] * b.block_size + p % b.block_size);
+      seq_lens[row] = static_cast<int32_t>(p + 1);
+    }
+  }
+  std::copy(rows.begin(), rows.end(), logit_rows);
+  DSI_ASSIGN_OR_RETURN(uint8_t* meta, grow<uint8_t>(meta_, static_cast<int64_t>(host_meta_.size())));
+  DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta, host_meta_.data(), host_meta_.size(), cudaMemcpyHostToDevice,
+                                           ctx.stream()));
+  const auto* dev_ids = reinterpret_cast<const int64_t*>(meta);
+  b.positions = reinterpret_cast<const int64_t*>(meta + off_pos64);
+  const auto* d32 = reinterpret_cast<const int32_t*>(meta + off_i32);
+  b.token_pos = d32;
+  b.token_seq = d32 + t;
+  b.slots = d32 + 2 * t;
+  b.seq_lens = d32 + 3 * t;
+  b.block_tables = d32 + 4 * t;
+  const int32_t* dev_rows = b.block_tables + num_seqs * b.max_blocks;
+
+  DSI_ASSIGN_OR_RETURN(float* x, grow<float>(x_, t * h));
+  DSI_ASSIGN_OR_RETURN(float* normed, grow<float>(normed_, t * h));
+  DSI_ASSIGN_OR_RETURN(float* branch, grow<float>(branch_, t * h));
+  DSI_RETURN_IF_ERROR(cu::embedding(ctx, {.table = embedding_, .table_dtype = embedding_dtype_, .ids = dev_ids,
+                                          .out = x, .num_tokens = t, .vocab = vocab, .d = h}));
+  profile_mark(ctx, "embed_meta");
+  const auto eps = static_cast<float>(config_.rms_norm_eps);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const DLayer& layer = layers_[l];
+    arena_.rewind();
+    if (l == 0) {
+      DSI_RETURN_IF_ERROR(cu::rmsnorm(ctx, {.x = x, .w = layer.input_norm, .y = normed, .m = t, .d = h, .eps = eps}));
+    } else {
+      DSI_RETURN_IF_ERROR(cu::rmsnorm_residual(ctx, {.x = branch, .residual = x, .w = layer.input_norm, .y = normed,
+                                                     .m = t, .d = h, .eps = eps}));
+    }
+    profile_mark(ctx, "norm");
+    if (layer.mla) {
+      DSI_RETURN_IF_ERROR(layer.mla_attn.forward(ctx, arena_, normed, b, branch));
+    } else {
+      DSI_RETURN_IF_ERROR(layer.gqa.forward(ctx, arena_, normed, b, branch));
+    }
+    DSI_RETURN_IF_ERROR(cu::rmsnorm_residual(ctx, {.x = branch, .residual = x, .w = layer.post_norm, .y = normed,
+                                                   .m = t, .d = h, .eps = eps}));
+    profile_mark(ctx, "norm");
+    arena_.rewind();
+    if (layer.moe) {
+      DSI_RETURN_IF_ERROR(layer.moe_mlp.forward(ctx, arena_, normed, t, branch));
+    } else {
+      DSI_RETURN_IF_ERROR(layer.mlp.forward(ctx, arena_, normed, t, branch));
+    }
+  }
+  DSI_RETURN_IF_ERROR(cu::rmsnorm_residual(ctx, {.x = branch, .residual = x, .w = final_norm_, .y = normed, .m = t,
+                                                 .d = h, .eps = eps}));
+  DSI_ASSIGN_OR_RETURN(float* lm_in, grow<float>(lm_in_, n_rows * h));
+  DSI_RETURN_IF_ERROR(cu::gather_rows(ctx, normed, h, dev_rows, n_rows, h, lm_in, h));
+  DSI_ASSIGN_OR_RETURN(float* logits, grow<float>(logits_, n_rows * vocab));
+  DSI_RETURN_IF_ERROR(lm_head_.forward(ctx, lm_in, n_rows, logits));
+  profile_mark(ctx, "lm_head");
+  Tensor out(DType::kF32, {n_rows, vocab});
+  DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.raw(), logits, static_cast<size_t>(n_rows * vocab) * sizeof(float),
+                                           cudaMemcpyDeviceToHost, ctx.stream()));
+  DSI_RETURN_IF_ERROR(ctx.synchronize());
+  arena_.reset();
+  profile_mark(ctx, "logits_d2h");
+  cuda_model::profile_report(b.all_single ? "decode step" : "prefill step");
+  return out;
+}
+
+}  // namespace
+
+bool cuda_available() { return cuda_device_count() > 0; }
+
+Result<std::unique_ptr<Model>> build_cuda_model(const ModelConfig& config, TensorStore& store,
+                                                const CudaModelOptions& options) {
+  if (!cuda_available()) {
+    return Status::Unavailable("no CUDA device is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES); use --device cpu");
+  }
+  DSI_ASSIGN_OR_RETURN(DecoderParts parts, load_decoder_parts(config, store, ShardSpec{}));
+  size_t pool = options.pool_bytes;
+  if (pool == 0) {
+    DSI_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
+    size_t free_b = 0, total_b = 0;
+    DSI_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_b, &total_b));
+    pool = free_b / 10 * 9;
+  }
+  DSI_ASSIGN_OR_RETURN(std::unique_ptr<CudaContext> ctx,
+                       CudaContext::create({.device = options.device, .pool_bytes = pool}));
+  auto model = std::make_unique<CudaDecoderModel>(config, std::move(ctx));
+  DSI_RETURN_IF_ERROR(model->init(std::move(parts), options));
+  return std::unique_ptr<Model>(std::move(model));
+}
+
+Result<std::unique_ptr<Model>> load_cuda_model(const std::string& model_dir, const CudaModelOptions& options) {
+  DSI_ASSIGN_OR_RETURN(ModelConfig config, load_model_config(model_dir));
+  DSI_ASSIGN_OR_RETURN(TensorStore store, TensorStore::open(model_dir));
+  return build_cuda_model(config, store, options);
+}
+
+}  // namespace dsi

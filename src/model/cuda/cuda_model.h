@@ -1,0 +1,33 @@
+// The GPU model runner: the decoder stack of decoder.h with every weight, activation and KV row in device memory
+// and every step a CUDA kernel (kernels/cuda). Loading reuses the architecture loaders (host tensors), uploads
+// them (fusing q/k/v, gate/up and the MLA down-projections into single matmuls) and drops the host copies.
+//
+// Numerics: activations f32; bf16 weights stay bf16 (GEMV at one row, cuBLASLt with bf16-rounded activations
+// above); f32 weights (including FP8 checkpoints, dequantized on load for now) run in f32. The KV cache is bf16
+// on the device (GQA: K and V rows; MLA: the latent c_kv + k_pe), paged with the engine's block tables; the host
+// KvCache passed to forward only tracks blocks (KvLayout::host_storage is false).
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "io/safetensors.h"
+#include "model/model.h"
+
+namespace dsi {
+
+struct CudaModelOptions {
+  int device = 0;
+  size_t pool_bytes = 0;  // the one device allocation; 0: 90% of the free device memory
+  MlaMode mla_mode = MlaMode::kAuto;
+  bool moe_device_routing = true;  // small batches run the routed experts without a host round trip
+};
+
+Result<std::unique_ptr<Model>> build_cuda_model(const ModelConfig& config, TensorStore& store,
+                                                const CudaModelOptions& options);
+Result<std::unique_ptr<Model>> load_cuda_model(const std::string& model_dir, const CudaModelOptions& options);
+// False when the binary runs on a machine without a CUDA device or driver.
+bool cuda_available();
+
+}  // namespace dsi
