@@ -49,6 +49,7 @@ if has golden; then
       done
     done
   done
+  rm -f "$out/golden-one.log"
 fi
 
 # The peer (Hugging Face transformers, random bf16 weights) on the V2-Lite shape, in the same run.
@@ -63,8 +64,14 @@ bench() {
   [[ ${PIPESTATUS[0]} == 0 ]] || { echo "bench failed: $*"; tail -5 "$out/bench.log"; rc=1; }
 }
 if has v2lite; then
+  # The peer of this run, else the newest committed one (bench/results/peer-hf-deepseek-v2-lite-DATE.jsonl).
   peer=()
-  [[ -s $out/peer-deepseek-v2-lite.jsonl ]] && peer=(--peer "$out/peer-deepseek-v2-lite.jsonl")
+  last_peer=$(ls "$root"/bench/results/peer-hf-deepseek-v2-lite-*.jsonl 2>/dev/null | tail -1)
+  if [[ -s $out/peer-deepseek-v2-lite.jsonl ]]; then
+    peer=(--peer "$out/peer-deepseek-v2-lite.jsonl")
+  elif [[ -n $last_peer ]]; then
+    peer=(--peer "$last_peer")
+  fi
   bench --shape "$shapes/deepseek-v2-lite.json" --layers 0 --batch 1 8 32 128 --context 512 4096 \
     --decode-steps 16 --prefill 512 --prefill-batch 1 8 "${peer[@]}"
 fi

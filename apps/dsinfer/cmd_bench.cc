@@ -76,14 +76,16 @@ double active_params(const ModelConfig& c) {
   return params;
 }
 
-// decode_tok_s of a peer's JSON lines (hf_peer.py) for `batch`, or null.
-nlohmann::ordered_json peer_figure(const std::string& path, int64_t batch, const char* key) {
+// `key` of a peer's JSON lines (hf_peer.py) for `batch` and prompt length `prompt`, or null.
+nlohmann::ordered_json peer_figure(const std::string& path, int64_t batch, int64_t prompt, const char* key) {
   if (path.empty()) return nullptr;
   std::ifstream in(path);
   std::string line;
   while (std::getline(in, line)) {
     auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_object() && j.value("batch", -1) == batch && j.contains(key)) return j[key];
+    if (j.is_object() && j.value("batch", -1) == batch && j.value("prompt", -1) == prompt && j.contains(key)) {
+      return j[key];
+    }
   }
   return nullptr;
 }
@@ -243,8 +245,8 @@ int cmd_bench(int argc, char** argv) {
                                 {"roofline_decode_tok_s", roofline},
                                 {"peer", peer_path.empty() ? nlohmann::ordered_json(nullptr)
                                                    : nlohmann::ordered_json("hf-transformers (shared/bench/hf_peer.py)")},
-                                {"peer_decode_tok_s", decode.is_null() ? nullptr : peer_figure(peer_path, batch, "decode_tok_s")},
-                                {"peer_prefill_tok_s", prefill_tok_s.is_null() ? nullptr : peer_figure(peer_path, prefill_batch, "prefill_tok_s")}};
+                                {"peer_decode_tok_s", decode.is_null() ? nullptr : peer_figure(peer_path, batch, context, "decode_tok_s")},
+                                {"peer_prefill_tok_s", prefill_tok_s.is_null() ? nullptr : peer_figure(peer_path, prefill_batch, prefill_tokens, "prefill_tok_s")}};
     if (!decode.is_null()) j["roofline_ratio"] = decode.get<double>() / roofline.get<double>();
     if (!prefill_tok_s.is_null() && gpu) {
       j["prefill_TFLOPs"] = prefill_tok_s.get<double>() * flops_per_token / 1e12;

@@ -70,7 +70,7 @@ int wait_for_signal(const std::atomic<bool>& listener_done) {
 
 int cmd_serve(int argc, char** argv) {
   CLI::App cli{"Serve a model over an OpenAI-compatible HTTP API.", "dsinfer serve"};
-  std::string model_dir;
+  std::string model_dir, device = "cpu";
   server::ServerConfig sc;
   EngineConfig ec;
   bool no_prefix_caching = false;
@@ -78,6 +78,8 @@ int cmd_serve(int argc, char** argv) {
   std::string reasoning = "auto";
   std::string served_model_name;
   cli.add_option("--model", model_dir, "Hugging Face model directory (default: the random-weights demo model)");
+  cli.add_option("--device", device, "cpu or cuda (the GPU runner: weights, activations and the KV cache on the GPU)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   cli.add_option("--host", sc.host, "address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces)");
   cli.add_option("--port", sc.port, "port (default 8000; 0 = any free port)")->check(CLI::Range(0, 65535));
   cli.add_option("--api-key", sc.api_key, "require 'Authorization: Bearer KEY' on /v1/*");
@@ -121,7 +123,7 @@ int cmd_serve(int argc, char** argv) {
     return report_error(why);
   };
 
-  auto load = load_serve_model(model_dir);
+  auto load = load_serve_model(model_dir, device);
   if (!load.ok()) return stop_listener(load.status());
   ServeModel sm = std::move(load).value();
   server::ModelInfo info;

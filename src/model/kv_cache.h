@@ -22,6 +22,7 @@ struct KvLayout {
   // False when the model keeps the KV rows in its own (device) memory: this object then only sizes and checks
   // block tables, and allocates no host rows.
   bool host_storage = true;
+  int64_t elem_bytes = 4;  // bytes per cached value where the rows live (f32 on the host, bf16 on the GPU)
 };
 
 class KvCache {

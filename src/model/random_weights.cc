@@ -92,7 +92,7 @@ std::vector<TensorSpec> expected_tensors(const ModelConfig& c) {
 }
 
 namespace {
-constexpr int64_t kParallelFill = int64_t{1} << 22;  // elements; smaller tensors keep the one sequential stream
+constexpr int64_t kParallelFill = int64_t{1} << 20;  // elements; smaller tensors keep the one sequential stream
 }  // namespace
 
 Status write_random_checkpoint(const ModelConfig& config, const std::string& path, uint64_t seed) {

@@ -34,6 +34,9 @@ struct PagedAttentionArgs {
   int64_t out_token_stride = 0, out_head_stride = 0;
   int64_t num_tokens = 0, num_q_heads = 0, num_kv_heads = 0, head_dim = 0, v_dim = 0;
   int64_t max_kv_len = 0;  // host: upper bound of pos + 1 (sizes the split over the sequence)
+  // Every query token belongs to one sequence with consecutive positions (a prefill chunk): the kernel then
+  // shares each key/value load among several queries.
+  bool single_sequence = false;
   float scale = 1.0f;
 };
 // head_dim <= 1024, v_dim <= 1024. Long sequences are split across blocks (flash-decoding) and combined.

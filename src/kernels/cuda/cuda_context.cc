@@ -56,6 +56,7 @@ Result<void*> CudaContext::scratch(size_t bytes) {
   }
   const size_t want = std::max(bytes, size_t{1} << 20);
   DSI_ASSIGN_OR_RETURN(scratch_, pool_->alloc(want));
+  ++scratch_generation_;
   scratch_bytes_ = want;
   return scratch_;
 }

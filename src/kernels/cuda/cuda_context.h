@@ -39,6 +39,8 @@ class CudaContext {
 
   // Device scratch of at least `bytes`, valid until the next call (grows through the pool; stream-ordered use).
   Result<void*> scratch(size_t bytes);
+  // Changes whenever scratch() moves to a new block (captured CUDA graphs that used the old one are stale).
+  uint64_t scratch_generation() const { return scratch_generation_; }
   Status synchronize() const;
 
  private:
@@ -52,6 +54,7 @@ class CudaContext {
   std::unique_ptr<GemmPlanCache> plans_;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
+  uint64_t scratch_generation_ = 0;
   int num_sms_ = 0;
   cudaDeviceProp props_{};
 };

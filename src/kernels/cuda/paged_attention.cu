@@ -11,6 +11,7 @@
 
 #include "kernels/cuda/cuda_attention.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/warp_reduce.cuh"
 
 namespace dsi::cuda {
 namespace {
@@ -356,6 +357,171 @@ __global__ void __launch_bounds__(kThreads) attention_vec_kernel(Params P) {
   }
 }
 
+// The multi-query variant for prefill: kQ consecutive query tokens of one sequence share each tile's key and value
+// loads (the single-query kernel re-reads them from L2 for every token). Each query has its own causal limit,
+// running max and sum (softmax in warp q for query q); values: one 16-byte chunk per thread and key group.
+constexpr int kQ = 4;
+
+template <bool kPaged>
+__global__ void __launch_bounds__(kThreads) attention_mq_kernel(Params P) {
+  using T = typename Vec<kPaged>::T;
+  constexpr int E = Vec<kPaged>::kElems;
+  constexpr int kKeysPerWarp = kTile / (kThreads / 32);  // 16
+  constexpr int kVals = kKeysPerWarp * kQ;               // 64 partial dots per lane
+  const PagedAttentionArgs& a = P.a;
+  __shared__ __align__(16) float q[kQ][kMaxDim];
+  __shared__ float s[kQ][kTile];
+  __shared__ float pr[kQ][kTile];
+  __shared__ int64_t rows[kTile];
+  __shared__ float red[kQ][kThreads * E];
+  __shared__ float sh_alpha[kQ], sh_l[kQ], sh_m[kQ];
+  const int64_t tq0 = int64_t{blockIdx.x} * kQ, h = blockIdx.y;
+  const int split = blockIdx.z;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int nq = static_cast<int>(min(static_cast<int64_t>(kQ), a.num_tokens - tq0));
+  const int64_t kvh = h / P.group;
+  const int64_t seq = a.token_seq[tq0];
+  int64_t qpos[kQ];
+  int64_t kv_max = 0;
+#pragma unroll
+  for (int i = 0; i < kQ; ++i) {
+    qpos[i] = i < nq ? int64_t{a.token_pos[tq0 + i]} : -1;
+    kv_max = max(kv_max, qpos[i] + 1);
+  }
+  const int64_t start = split * P.split_len;
+  const int64_t end = min(kv_max, start + P.split_len);
+  if (start >= end) {
+    if (tid < nq) {
+      const int64_t ws_row = ((tq0 + tid) * a.num_q_heads + h) * P.splits + split;
+      P.ws_ml[ws_row * 2] = -INFINITY;
+      P.ws_ml[ws_row * 2 + 1] = 0.0f;
+    }
+    return;
+  }
+  for (int i = 0; i < kQ; ++i) {
+    for (int64_t d = tid; d < a.head_dim; d += kThreads) {
+      q[i][d] = i < nq ? a.q[(tq0 + i) * a.q_token_stride + h * a.q_head_stride + d] : 0.0f;
+    }
+  }
+  const T* kbase = kPaged ? reinterpret_cast<const T*>(a.k_pool) + kvh * a.k_head_stride
+                          : reinterpret_cast<const T*>(a.k_f32) + kvh * a.k_head_stride;
+  const T* vbase = kPaged ? reinterpret_cast<const T*>(a.v_pool) + kvh * a.v_head_stride
+                          : reinterpret_cast<const T*>(a.v_f32) + kvh * a.v_head_stride;
+  const int64_t k_row = kPaged ? a.k_row_width : a.k_token_stride;
+  const int64_t v_row = kPaged ? a.v_row_width : a.v_token_stride;
+  const int k_chunks = static_cast<int>(a.head_dim / E), v_chunks = static_cast<int>(a.v_dim / E);
+  const int groups = kThreads / v_chunks;  // the launcher guarantees v_chunks <= kThreads
+  const int my_chunk = tid % v_chunks, my_group = tid / v_chunks;
+  const bool v_active = my_group < groups;
+  float acc[kQ][E];
+#pragma unroll
+  for (int i = 0; i < kQ; ++i)
+#pragma unroll
+    for (int e = 0; e < E; ++e) acc[i][e] = 0.0f;
+  float m_run = -INFINITY, l_run = 0.0f;  // of query `warp` (warps 0 .. kQ-1)
+
+  for (int64_t t0 = start; t0 < end; t0 += kTile) {
+    const int n_keys = static_cast<int>(min(static_cast<int64_t>(kTile), end - t0));
+    if (tid < kTile) rows[tid] = tid < n_keys ? row_of<kPaged>(a, seq, t0 + tid) : -1;
+    __syncthreads();
+    float part[kVals];  // [key kk][query i] at kk * kQ + i
+#pragma unroll
+    for (int v = 0; v < kVals; ++v) part[v] = 0.0f;
+    for (int c = lane; c < k_chunks; c += 32) {
+      float qv[kQ][E];
+#pragma unroll
+      for (int i = 0; i < kQ; ++i)
+#pragma unroll
+        for (int e = 0; e < E; ++e) qv[i][e] = q[i][c * E + e];
+#pragma unroll
+      for (int kk = 0; kk < kKeysPerWarp; ++kk) {
+        const int64_t r = rows[warp * kKeysPerWarp + kk];
+        if (r >= 0) {
+          float kv[E];
+          load_chunk<kPaged>(kbase + r * k_row + c * E, kv);
+#pragma unroll
+          for (int i = 0; i < kQ; ++i)
+#pragma unroll
+            for (int e = 0; e < E; ++e) part[kk * kQ + i] = fmaf(qv[i][e], kv[e], part[kk * kQ + i]);
+        }
+      }
+    }
+    // Lane l ends with the full sums of values 2l and 2l + 1.
+    warp_reduce_scatter<kVals, 16>(part, lane);
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int v = 2 * lane + u, kk = v / kQ, i = v % kQ;
+      const int j = warp * kKeysPerWarp + kk;
+      const bool ok = j < n_keys && i < nq && t0 + j <= qpos[i];
+      s[i][j] = ok ? part[u] * a.scale : -INFINITY;
+    }
+    __syncthreads();
+    if (warp < kQ) {
+      const float s0 = s[warp][lane], s1 = s[warp][lane + 32];
+      const float mx = warp_max(fmaxf(s0, s1));
+      const float m_new = fmaxf(m_run, mx);
+      const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // no key yet: p = 0, alpha = 0
+      const float p0 = __expf(s0 - m_use), p1 = __expf(s1 - m_use);
+      pr[warp][lane] = p0;
+      pr[warp][lane + 32] = p1;
+      const float sum = warp_sum(p0 + p1);
+      const float alpha = __expf(m_run - m_use);
+      l_run = l_run * alpha + sum;
+      m_run = m_new;
+      if (lane == 0) sh_alpha[warp] = alpha;
+    }
+    __syncthreads();
+    if (v_active) {
+#pragma unroll
+      for (int i = 0; i < kQ; ++i) {
+        const float alpha = sh_alpha[i];
+#pragma unroll
+        for (int e = 0; e < E; ++e) acc[i][e] *= alpha;
+      }
+#pragma unroll 2
+      for (int j = my_group; j < n_keys; j += groups) {
+        float vv[E];
+        load_chunk<kPaged>(vbase + rows[j] * v_row + my_chunk * E, vv);
+#pragma unroll
+        for (int i = 0; i < kQ; ++i) {
+          const float pj = pr[i][j];
+#pragma unroll
+          for (int e = 0; e < E; ++e) acc[i][e] = fmaf(pj, vv[e], acc[i][e]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+  if (warp < kQ && lane == 0) {
+    sh_l[warp] = l_run;
+    sh_m[warp] = m_run;
+  }
+  if (v_active) {
+#pragma unroll
+    for (int i = 0; i < kQ; ++i)
+#pragma unroll
+      for (int e = 0; e < E; ++e) red[i][my_group * a.v_dim + my_chunk * E + e] = acc[i][e];
+  }
+  __syncthreads();
+  for (int i = 0; i < nq; ++i) {
+    const int64_t tok = tq0 + i;
+    const int64_t ws_row = (tok * a.num_q_heads + h) * P.splits + split;
+    for (int64_t d = tid; d < a.v_dim; d += kThreads) {
+      float o = 0.0f;
+      for (int g = 0; g < groups; ++g) o += red[i][g * a.v_dim + d];
+      if (P.splits == 1) {
+        a.out[tok * a.out_token_stride + h * a.out_head_stride + d] = o / sh_l[i];
+      } else {
+        P.ws_o[ws_row * a.v_dim + d] = o;
+      }
+    }
+    if (P.splits > 1 && tid == 0) {
+      P.ws_ml[ws_row * 2] = sh_m[i];
+      P.ws_ml[ws_row * 2 + 1] = sh_l[i];
+    }
+  }
+}
+
 // One block per (token, head): out = sum_s e^(m_s - M) O_s / sum_s e^(m_s - M) l_s.
 __global__ void attention_combine_kernel(Params P) {
   const PagedAttentionArgs& a = P.a;
@@ -407,7 +573,9 @@ Status paged_attention(CudaContext& ctx, const PagedAttentionArgs& a) {
            .ws_ml = nullptr};
   const int64_t base = a.num_tokens * a.num_q_heads;
   const int64_t want = (8 * int64_t{ctx.num_sms()} + base - 1) / base;
-  const int64_t most = std::max<int64_t>(1, (a.max_kv_len + 4 * kTile - 1) / (4 * kTile));  // >= 4 tiles each
+  // Small batches (decode) split down to one tile per block: the per-tile latency chain, not bandwidth, is what
+  // a long split costs there; large batches fill the GPU without splitting.
+  const int64_t most = std::max<int64_t>(1, (a.max_kv_len + kTile - 1) / kTile);
   P.splits = static_cast<int>(std::clamp<int64_t>(want, 1, std::min<int64_t>(most, 64)));
   P.split_len = ((a.max_kv_len + P.splits - 1) / P.splits + kTile - 1) / kTile * kTile;
   P.splits = static_cast<int>((a.max_kv_len + P.split_len - 1) / P.split_len);
@@ -431,7 +599,17 @@ Status paged_attention(CudaContext& ctx, const PagedAttentionArgs& a) {
                    a.k_head_stride % e == 0 && a.v_head_stride % e == 0 && reinterpret_cast<uintptr_t>(kp) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(vp) % 16 == 0 && a.v_dim / e <= 2 * kThreads &&
                    std::getenv("DSI_ATTENTION_SCALAR") == nullptr;
-  if (vec && paged) {
+  // Prefill of one sequence: kQ queries per block (the split covers the longest of them).
+  const bool mq = vec && a.single_sequence && a.num_tokens >= 2 * kQ && a.v_dim / e <= kThreads;
+  if (mq) {
+    const dim3 mq_grid(static_cast<unsigned>((a.num_tokens + kQ - 1) / kQ), static_cast<unsigned>(a.num_q_heads),
+                       static_cast<unsigned>(P.splits));
+    if (paged) {
+      attention_mq_kernel<true><<<mq_grid, kThreads, 0, ctx.stream()>>>(P);
+    } else {
+      attention_mq_kernel<false><<<mq_grid, kThreads, 0, ctx.stream()>>>(P);
+    }
+  } else if (vec && paged) {
     attention_vec_kernel<true><<<grid, kThreads, 0, ctx.stream()>>>(P);
   } else if (vec) {
     attention_vec_kernel<false><<<grid, kThreads, 0, ctx.stream()>>>(P);

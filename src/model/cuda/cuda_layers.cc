@@ -71,6 +71,7 @@ Result<void*> Arena::alloc(size_t bytes) {
   const size_t size = std::max<size_t>({bytes, 2 * last, size_t{64} << 20});
   DSI_ASSIGN_OR_RETURN(void* p, ctx_->pool().alloc(size));
   blocks_.emplace_back(&ctx_->pool(), static_cast<uint8_t*>(p), size);
+  ++generation_;
   current_ = blocks_.size() - 1;
   offset_ = bytes;
   return p;
@@ -84,6 +85,7 @@ void Arena::reset() {
     // One block of the combined size next time: the first alloc creates it.
     auto p = ctx_->pool().alloc(total);
     if (p.ok()) blocks_.emplace_back(&ctx_->pool(), static_cast<uint8_t*>(*p), total);
+    ++generation_;
   }
   rewind();
 }
@@ -170,6 +172,7 @@ Status DGqa::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
   a.head_dim = a.v_dim = d;
   a.max_kv_len = b.max_kv_len;
   a.scale = scale;
+  a.single_sequence = b.num_seqs == 1;
   DSI_RETURN_IF_ERROR(cu::paged_attention(ctx, a));
   profile_mark(ctx, "attn_core");
   DSI_RETURN_IF_ERROR(o.forward(ctx, attn, t, out));
@@ -336,6 +339,7 @@ Status DMla::attend_naive(CudaContext& ctx, Arena& arena, const float* q, const 
     a.v_dim = v;
     a.max_kv_len = kv_len;
     a.scale = scale;
+    a.single_sequence = true;
     DSI_RETURN_IF_ERROR(cu::paged_attention(ctx, a));
     row += n;
   }
@@ -390,44 +394,54 @@ Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, 
   }
 
   // Larger batches: read the routing back, group the pairs by expert on the host, one matmul per active expert.
+  // Each expert's rows are padded (to a power of two up to 64, then to a multiple of 64) so that the matmul
+  // shapes, and with them cuBLASLt's plans, repeat from step to step; padded rows read token 0 and are ignored.
   std::vector<int32_t> host_ids(static_cast<size_t>(pairs));
   DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_ids.data(), ids, host_ids.size() * sizeof(int32_t),
                                            cudaMemcpyDeviceToHost, ctx.stream()));
   DSI_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(ctx.stream()));
-  std::vector<int64_t> count(static_cast<size_t>(experts) + 1, 0);
+  std::vector<int64_t> count(static_cast<size_t>(experts), 0), first(static_cast<size_t>(experts) + 1, 0);
   for (int32_t e : host_ids) {
     if (e < 0 || e >= experts) return Status::Internal(str_cat("moe: router chose expert ", e));
-    ++count[static_cast<size_t>(e) + 1];
+    ++count[static_cast<size_t>(e)];
   }
-  for (int64_t e = 0; e < experts; ++e) count[e + 1] += count[e];  // prefix sums: first row of each expert
-  std::vector<int32_t> host_meta(static_cast<size_t>(2 * pairs));  // [pairs] token of each row, [pairs] row of pair
-  std::vector<int64_t> fill(count.begin(), count.end() - 1);
+  auto padded = [](int64_t n) {
+    if (n == 0) return int64_t{0};
+    if (n > 64) return (n + 63) / 64 * 64;
+    int64_t p = 1;
+    while (p < n) p *= 2;
+    return p;
+  };
+  for (int64_t e = 0; e < experts; ++e) first[e + 1] = first[e] + padded(count[e]);
+  const int64_t rows = first[experts];
+  std::vector<int32_t> host_meta(static_cast<size_t>(rows + pairs), 0);  // [rows] token of each row, [pairs] row
+  std::vector<int64_t> fill(first.begin(), first.end() - 1);
   for (int64_t p = 0; p < pairs; ++p) {
     const int64_t row = fill[host_ids[p]]++;
     host_meta[row] = static_cast<int32_t>(p / top_k);
-    host_meta[pairs + p] = static_cast<int32_t>(row);
+    host_meta[rows + p] = static_cast<int32_t>(row);
   }
-  DSI_ASSIGN_OR_RETURN(int32_t* meta, arena.ints(2 * pairs));
+  DSI_ASSIGN_OR_RETURN(int32_t* meta, arena.ints(rows + pairs));
   DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta, host_meta.data(), host_meta.size() * sizeof(int32_t),
                                            cudaMemcpyHostToDevice, ctx.stream()));
-  DSI_ASSIGN_OR_RETURN(float* xs, arena.floats(pairs * hidden));
-  DSI_ASSIGN_OR_RETURN(float* gu, arena.floats(pairs * 2 * inter));
-  DSI_ASSIGN_OR_RETURN(float* act, arena.floats(pairs * inter));
-  DSI_ASSIGN_OR_RETURN(float* ys, arena.floats(pairs * hidden));
-  DSI_RETURN_IF_ERROR(cu::gather_rows(ctx, x, hidden, meta, pairs, hidden, xs, hidden));
+  DSI_ASSIGN_OR_RETURN(float* xs, arena.floats(rows * hidden));
+  DSI_ASSIGN_OR_RETURN(float* gu, arena.floats(rows * 2 * inter));
+  DSI_ASSIGN_OR_RETURN(float* act, arena.floats(rows * inter));
+  DSI_ASSIGN_OR_RETURN(float* ys, arena.floats(rows * hidden));
+  DSI_RETURN_IF_ERROR(cu::gather_rows(ctx, x, hidden, meta, rows, hidden, xs, hidden));
   for (int64_t e = 0; e < experts; ++e) {
-    const int64_t n = count[e + 1] - count[e];
+    const int64_t n = first[e + 1] - first[e];
     if (n == 0) continue;
-    DSI_RETURN_IF_ERROR(expert_gate_up(e).forward(ctx, xs + count[e] * hidden, n, gu + count[e] * 2 * inter));
+    DSI_RETURN_IF_ERROR(expert_gate_up(e).forward(ctx, xs + first[e] * hidden, n, gu + first[e] * 2 * inter));
   }
-  DSI_RETURN_IF_ERROR(cu::silu_mul(ctx, {.gate = gu, .up = gu + inter, .out = act, .m = pairs, .d = inter,
+  DSI_RETURN_IF_ERROR(cu::silu_mul(ctx, {.gate = gu, .up = gu + inter, .out = act, .m = rows, .d = inter,
                                          .in_stride = 2 * inter}));
   for (int64_t e = 0; e < experts; ++e) {
-    const int64_t n = count[e + 1] - count[e];
+    const int64_t n = first[e + 1] - first[e];
     if (n == 0) continue;
-    DSI_RETURN_IF_ERROR(expert_down(e).forward(ctx, act + count[e] * inter, n, ys + count[e] * hidden));
+    DSI_RETURN_IF_ERROR(expert_down(e).forward(ctx, act + first[e] * inter, n, ys + first[e] * hidden));
   }
-  DSI_RETURN_IF_ERROR(cu::moe_combine(ctx, ys, meta + pairs, weights, m, top_k, hidden, out));
+  DSI_RETURN_IF_ERROR(cu::moe_combine(ctx, ys, meta + rows, weights, m, top_k, hidden, out));
   profile_mark(ctx, "moe_experts_grouped");
   return Status::Ok();
 }

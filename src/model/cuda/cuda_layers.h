@@ -22,6 +22,7 @@ class Arena {
   Result<int32_t*> ints(int64_t n) { return alloc_as<int32_t>(n); }
   void reset();  // keeps the largest block, drops the others (after a stream synchronization)
   void rewind() { offset_ = 0; current_ = 0; }
+  uint64_t generation() const { return generation_; }  // changes when blocks are added or merged
 
  private:
   template <class T>
@@ -33,6 +34,7 @@ class Arena {
   CudaContext* ctx_;
   std::vector<DeviceBuffer<uint8_t>> blocks_;
   size_t current_ = 0, offset_ = 0;
+  uint64_t generation_ = 0;
 };
 
 // Opt-in step profile (environment DSI_CUDA_PROFILE=1): each mark synchronizes the stream and adds the time

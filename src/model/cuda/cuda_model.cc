@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
+#include "core/log.h"
 #include "io/model_config.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_model_ops.h"
@@ -37,13 +39,24 @@ class CudaDecoderModel final : public Model {
 
  private:
   Status ensure_kv(const KvCache& cache);
+  // Embedding .. logits (into logits_) for the batch described by b: the part a CUDA graph captures.
+  Status run_layers(const BatchMeta& b, const int64_t* dev_ids, const int32_t* dev_rows, int64_t n_rows);
+  uint64_t generation() const { return generation_ + arena_.generation() + ctx_->scratch_generation(); }
+  struct Graph {
+    cudaGraphExec_t exec = nullptr;
+    uint64_t generation = ~uint64_t{0};       // of the captured buffers
+    uint64_t eager_generation = ~uint64_t{0};  // an eager run of this shape at that generation came first
+    bool failed = false;
+  };
   template <class T>
   Result<T*> grow(DeviceBuffer<uint8_t>& buf, int64_t n) {
     const size_t bytes = static_cast<size_t>(n) * sizeof(T);
     if (buf.size() < bytes) {
+      const size_t want = std::max(bytes, 2 * buf.size());
       buf.reset();
-      DSI_ASSIGN_OR_RETURN(void* p, ctx_->pool().alloc(bytes));
-      buf = DeviceBuffer<uint8_t>(&ctx_->pool(), static_cast<uint8_t*>(p), bytes);
+      DSI_ASSIGN_OR_RETURN(void* p, ctx_->pool().alloc(want));
+      buf = DeviceBuffer<uint8_t>(&ctx_->pool(), static_cast<uint8_t*>(p), want);
+      ++generation_;
     }
     return reinterpret_cast<T*>(buf.get());
   }
@@ -64,11 +77,37 @@ class CudaDecoderModel final : public Model {
   // Per-forward buffers, grown on demand.
   DeviceBuffer<uint8_t> meta_, x_, normed_, branch_, lm_in_, logits_;
   std::vector<uint8_t> host_meta_;
+  float* host_logits_ = nullptr;  // pinned staging for the logits download
+  size_t host_logits_bytes_ = 0;
+  uint64_t generation_ = 0;
+  uint64_t graph_replays_ = 0, steps_ = 0;
+  bool graphs_enabled_ = true;
+  int64_t max_graph_tokens_ = 0;  // decode batches up to this size can be captured
+  std::map<std::pair<int64_t, int64_t>, Graph> graphs_;  // (batch, context bucket)
+
+ public:
+  ~CudaDecoderModel() override {
+    for (auto& [k, g] : graphs_) {
+      if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
+    }
+    if (host_logits_ != nullptr) cudaFreeHost(host_logits_);
+    if (steps_ > 0) log_info("cuda model: ", steps_, " steps, ", graph_replays_, " replayed from CUDA graphs");
+  }
 };
 
 Status CudaDecoderModel::init(DecoderParts parts, const CudaModelOptions& options) {
   layout_ = parts.kv_layout;
   layout_.host_storage = false;
+  layout_.elem_bytes = 2;
+  graphs_enabled_ = options.cuda_graphs;
+  max_graph_tokens_ = 256;
+  for (const DecoderLayer& l : parts.layers) {
+    if (const auto* moe = std::get_if<MoeLayer>(&l.mlp)) {
+      const bool bf16 = !moe->experts().empty() && moe->experts()[0].gate().weight().dtype() == DType::kBF16;
+      const int64_t fit = options.moe_device_routing && bf16 ? 64 / moe->route_template().top_k : 0;
+      max_graph_tokens_ = std::min(max_graph_tokens_, fit);
+    }
+  }
   DSI_ASSIGN_OR_RETURN(embedding_, up_.tensor(parts.embedding));
   embedding_dtype_ = parts.embedding.dtype();
   parts.embedding = Tensor();
@@ -105,6 +144,7 @@ Status CudaDecoderModel::ensure_kv(const KvCache& cache) {
         DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(p, pool->get(), old_rows * width * 2, cudaMemcpyDeviceToDevice,
                                                  ctx_->stream()));
       }
+      ++generation_;
       *pool = DeviceBuffer<uint8_t>(&ctx_->pool(), static_cast<uint8_t*>(p), bytes);
     }
     if (layer.mla) {
@@ -122,8 +162,9 @@ Status CudaDecoderModel::ensure_kv(const KvCache& cache) {
 Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cache) {
   DSI_RETURN_IF_ERROR(validate_batch(config_, batch, cache));
   DSI_RETURN_IF_ERROR(ensure_kv(cache));
+  ++steps_;
   CudaContext& ctx = *ctx_;
-  const int64_t t = batch.num_tokens(), h = config_.hidden_size, vocab = config_.vocab_size;
+  const int64_t t = batch.num_tokens(), vocab = config_.vocab_size;
   const auto num_seqs = static_cast<int64_t>(batch.chunks.size());
 
   // Batch metadata: one host staging buffer, one copy to the device.
@@ -140,6 +181,16 @@ Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cac
     b.chunk_tokens.push_back(c.num_tokens);
   }
   b.max_blocks = std::max<int64_t>(b.max_blocks, 1);
+  // Forced naive MLA expands per chunk with host-side lengths, which a graph would freeze: eager only.
+  bool naive_mla = false;
+  for (const DLayer& l : layers_) naive_mla = naive_mla || (l.mla && l.mla_attn.mode == MlaMode::kNaive);
+  const bool graph = graphs_enabled_ && b.all_single && t <= max_graph_tokens_ && !naive_mla &&
+                     !cuda_model::profiling();
+  if (graph) {
+    // A fixed shape per (batch, context bucket): the split of the attention kernels and the table width.
+    b.max_kv_len = (b.max_kv_len + 255) / 256 * 256;
+    b.max_blocks = std::max(b.max_blocks, (b.max_kv_len + b.block_size - 1) / b.block_size);
+  }
   std::vector<int32_t> rows;  // rows that need logits
   if (batch.all_logits) {
     for (int64_t i = 0; i < t; ++i) rows.push_back(static_cast<int32_t>(i));
@@ -185,6 +236,69 @@ Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cac
   b.block_tables = d32 + 4 * t;
   const int32_t* dev_rows = b.block_tables + num_seqs * b.max_blocks;
 
+  DSI_ASSIGN_OR_RETURN(float* logits, grow<float>(logits_, n_rows * vocab));
+  if (graph) {
+    Graph& g = graphs_[{t, b.max_kv_len}];
+    if (g.exec != nullptr && g.generation != generation()) {
+      cudaGraphExecDestroy(g.exec);  // its buffers moved
+      g.exec = nullptr;
+    }
+    if (g.exec != nullptr) {
+      DSI_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(g.exec, ctx.stream()));
+      ++graph_replays_;
+    } else if (!g.failed && g.eager_generation == generation()) {
+      // Second step of this shape with no buffer moved since the first: capture, then replay.
+      const uint64_t gen = generation();
+      DSI_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(ctx.stream(), cudaStreamCaptureModeThreadLocal));
+      const Status st = run_layers(b, dev_ids, dev_rows, n_rows);
+      cudaGraph_t captured = nullptr;
+      const cudaError_t end = cudaStreamEndCapture(ctx.stream(), &captured);
+      if (st.ok() && end == cudaSuccess && generation() == gen &&
+          cudaGraphInstantiate(&g.exec, captured, 0) == cudaSuccess) {
+        g.generation = gen;
+      } else {
+        g.failed = true;  // this shape runs eagerly from now on
+        g.exec = nullptr;
+        log_warn("cuda graph capture of a decode step (batch ", t, ", context bucket ", b.max_kv_len,
+                 ") failed, running it eagerly: ", st.ok() ? cudaGetErrorString(end) : st.to_string().c_str());
+        (void)cudaGetLastError();
+      }
+      if (captured != nullptr) cudaGraphDestroy(captured);
+      if (g.exec != nullptr) {
+        DSI_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(g.exec, ctx.stream()));
+      } else {
+        DSI_RETURN_IF_ERROR(run_layers(b, dev_ids, dev_rows, n_rows));
+      }
+    } else {
+      DSI_RETURN_IF_ERROR(run_layers(b, dev_ids, dev_rows, n_rows));
+      g.eager_generation = generation();
+    }
+  } else {
+    DSI_RETURN_IF_ERROR(run_layers(b, dev_ids, dev_rows, n_rows));
+  }
+  const size_t logit_bytes = static_cast<size_t>(n_rows * vocab) * sizeof(float);
+  if (host_logits_bytes_ < logit_bytes) {
+    const size_t want = std::max(logit_bytes, 2 * host_logits_bytes_);
+    if (host_logits_ != nullptr) cudaFreeHost(host_logits_);
+    host_logits_ = nullptr;
+    host_logits_bytes_ = 0;
+    DSI_CUDA_RETURN_IF_ERROR(cudaMallocHost(reinterpret_cast<void**>(&host_logits_), want));
+    host_logits_bytes_ = want;
+  }
+  DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_logits_, logits, logit_bytes, cudaMemcpyDeviceToHost, ctx.stream()));
+  DSI_RETURN_IF_ERROR(ctx.synchronize());
+  Tensor out(DType::kF32, {n_rows, vocab});
+  std::memcpy(out.raw(), host_logits_, logit_bytes);
+  arena_.reset();
+  profile_mark(ctx, "logits_d2h");
+  cuda_model::profile_report(b.all_single ? "decode step" : "prefill step");
+  return out;
+}
+
+Status CudaDecoderModel::run_layers(const BatchMeta& b, const int64_t* dev_ids, const int32_t* dev_rows,
+                                    int64_t n_rows) {
+  CudaContext& ctx = *ctx_;
+  const int64_t t = b.num_tokens, h = config_.hidden_size, vocab = config_.vocab_size;
   DSI_ASSIGN_OR_RETURN(float* x, grow<float>(x_, t * h));
   DSI_ASSIGN_OR_RETURN(float* normed, grow<float>(normed_, t * h));
   DSI_ASSIGN_OR_RETURN(float* branch, grow<float>(branch_, t * h));
@@ -224,14 +338,7 @@ Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cac
   DSI_ASSIGN_OR_RETURN(float* logits, grow<float>(logits_, n_rows * vocab));
   DSI_RETURN_IF_ERROR(lm_head_.forward(ctx, lm_in, n_rows, logits));
   profile_mark(ctx, "lm_head");
-  Tensor out(DType::kF32, {n_rows, vocab});
-  DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.raw(), logits, static_cast<size_t>(n_rows * vocab) * sizeof(float),
-                                           cudaMemcpyDeviceToHost, ctx.stream()));
-  DSI_RETURN_IF_ERROR(ctx.synchronize());
-  arena_.reset();
-  profile_mark(ctx, "logits_d2h");
-  cuda_model::profile_report(b.all_single ? "decode step" : "prefill step");
-  return out;
+  return Status::Ok();
 }
 
 }  // namespace

@@ -22,6 +22,9 @@ struct CudaModelOptions {
   size_t pool_bytes = 0;  // the one device allocation; 0: 90% of the free device memory
   MlaMode mla_mode = MlaMode::kAuto;
   bool moe_device_routing = true;  // small batches run the routed experts without a host round trip
+  // Decode steps (one token per sequence) replay a CUDA graph per (batch size, context bucket of 256) once the
+  // same shape has run eagerly; steps whose MoE needs the host (large batches) and profiled steps run eagerly.
+  bool cuda_graphs = true;
 };
 
 Result<std::unique_ptr<Model>> build_cuda_model(const ModelConfig& config, TensorStore& store,

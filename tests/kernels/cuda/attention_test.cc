@@ -96,6 +96,7 @@ void test_gqa(CudaContext& ctx, const std::vector<Seq>& seqs, int64_t hq, int64_
   a.num_kv_heads = hkv;
   a.head_dim = a.v_dim = d;
   a.scale = scale;
+  a.single_sequence = !paged || seqs.size() == 1;  // the multi-query prefill kernel where it applies
   if (paged) {
     auto dk = upload(ctx, k16), dv = upload(ctx, v16);
     auto dt = upload(ctx, tables);
@@ -193,6 +194,9 @@ void run_attention_tests(CudaContext& ctx) {
   test_gqa(ctx, {{1000, 1}, {3, 1}, {2500, 1}}, 32, 8, 128, 16, true);  // decode, split over the sequence
   test_gqa(ctx, {{0, 130}, {17, 65}}, 12, 2, 64, 8, true);               // prefill chunks with a prefix
   test_gqa(ctx, {{0, 33}}, 14, 2, 96, 32, true);                         // Qwen2-like group of 7
+  test_gqa(ctx, {{17, 65}}, 8, 2, 64, 16, true);                         // one chunk after a cached prefix
+  test_gqa(ctx, {{900, 37}}, 4, 4, 128, 16, true);                       // long prefix: split + multi-query
+  test_gqa(ctx, {{5, 40}, {0, 7}}, 4, 2, 128, 16, false);
   test_gqa(ctx, {{0, 9}, {40, 20}}, 4, 4, 192, 16, false);               // MLA prefill shape (qk 192)
   test_gqa(ctx, {{0, 300}}, 2, 2, 576, 16, false);
   test_gqa(ctx, {{0, 5}, {70, 2}}, 6, 3, 20, 16, true);  // head_dim not a multiple of 8: the scalar kernel
