@@ -272,7 +272,7 @@ Status mla_decode(CudaContext& ctx, const MlaDecodeArgs& a) {
   if (splits <= 0) {
     const int64_t base = a.batch * groups;
     const int64_t want = (4 * ctx.num_sms() + base - 1) / base;             // about two waves of 2 blocks per SM
-    const int64_t most = std::max<int64_t>(1, a.max_seq_len / (2 * kTile));  // at least 2 tiles per split
+    const int64_t most = std::max<int64_t>(1, a.max_seq_len / (4 * kTile));  // at least 4 tiles per split
     splits = static_cast<int>(std::clamp<int64_t>(want, 1, std::min<int64_t>(most, 64)));
   }
   int64_t split_tokens = (a.max_seq_len + splits - 1) / splits;

@@ -573,9 +573,9 @@ Status paged_attention(CudaContext& ctx, const PagedAttentionArgs& a) {
            .ws_ml = nullptr};
   const int64_t base = a.num_tokens * a.num_q_heads;
   const int64_t want = (8 * int64_t{ctx.num_sms()} + base - 1) / base;
-  // Small batches (decode) split down to one tile per block: the per-tile latency chain, not bandwidth, is what
-  // a long split costs there; large batches fill the GPU without splitting.
-  const int64_t most = std::max<int64_t>(1, (a.max_kv_len + kTile - 1) / kTile);
+  // At least 4 tiles per split. (Decode at batch 1 may gain from 1-tile splits: the per-tile latency chain, not
+  // bandwidth, limits a long split there; not yet measured.)
+  const int64_t most = std::max<int64_t>(1, (a.max_kv_len + 4 * kTile - 1) / (4 * kTile));
   P.splits = static_cast<int>(std::clamp<int64_t>(want, 1, std::min<int64_t>(most, 64)));
   P.split_len = ((a.max_kv_len + P.splits - 1) / P.splits + kTile - 1) / kTile * kTile;
   P.splits = static_cast<int>((a.max_kv_len + P.split_len - 1) / P.split_len);
