@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "kernels/cuda/bf16_load.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/warp_reduce.cuh"
@@ -26,17 +27,6 @@ struct GemvParams {
   int64_t k_chunk;  // multiple of 256
   bool atomic;      // grid.y > 1 or accumulate: add into y
 };
-
-__device__ __forceinline__ uint4 load_stream(const uint16_t* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
-__device__ __forceinline__ float lo_bf16(uint32_t v) { return __uint_as_float(v << 16); }
-__device__ __forceinline__ float hi_bf16(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
 
 // x chunk layout in shared memory: for k-offset kk (chunk c = kk / 8, e = kk % 8), element at
 // [mt][e / 4][c][e % 4] so that lane-consecutive float4 reads are conflict-free.

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <climits>
 
+#include "kernels/cuda/bf16_load.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_moe.h"
 #include "kernels/cuda/warp_reduce.cuh"
@@ -27,19 +28,8 @@ constexpr size_t kStaticSmemRoom = 1 << 10;
 constexpr size_t kDefaultSmem = (48 << 10) - kStaticSmemRoom;
 static_assert(kMaxTopK * (sizeof(int32_t) + sizeof(float)) <= kStaticSmemRoom);
 
-__device__ __forceinline__ uint4 load_stream(const uint16_t* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
 // Starts moving 16 bytes' cache line from HBM into L2 without waiting (used before the staging barrier).
 __device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
-
-__device__ __forceinline__ float lo_bf16(uint32_t v) { return __uint_as_float(v << 16); }
-__device__ __forceinline__ float hi_bf16(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
 
 // s + dot(8 bf16 weights, [a, b]).
 __device__ __forceinline__ float dot8(uint4 w, float4 a, float4 b, float s) {

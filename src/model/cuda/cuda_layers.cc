@@ -120,6 +120,24 @@ Status DMlp::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, 
   return Status::Ok();
 }
 
+// ---- Attention over the paged cache -------------------------------------------------------------------------
+
+namespace {
+// The batch-dependent fields of a paged attention call (tables, per-token sequence and position, split size).
+cu::PagedAttentionArgs paged_args(const BatchMeta& b) {
+  cu::PagedAttentionArgs a;
+  a.block_tables = b.block_tables;
+  a.max_blocks = b.max_blocks;
+  a.block_size = b.block_size;
+  a.token_seq = b.token_seq;
+  a.token_pos = b.token_pos;
+  a.num_tokens = b.num_tokens;
+  a.max_kv_len = b.max_kv_len;
+  a.single_sequence = b.num_seqs == 1;
+  return a;
+}
+}  // namespace
+
 // ---- GQA attention ---------------------------------------------------------------------------------------------
 
 Status DGqa::forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out) const {
@@ -150,7 +168,7 @@ Status DGqa::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
                                          .row_width = kw, .col0 = 0, .width = kw, .slots = b.slots,
                                          .num_tokens = t}));
   profile_mark(ctx, "attn_rope_kv");
-  cu::PagedAttentionArgs a;
+  cu::PagedAttentionArgs a = paged_args(b);
   a.q = qkv_buf;
   a.q_token_stride = width;
   a.q_head_stride = d;
@@ -158,21 +176,13 @@ Status DGqa::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
   a.v_pool = v_pool;
   a.k_row_width = a.v_row_width = kw;
   a.k_head_stride = a.v_head_stride = d;
-  a.block_tables = b.block_tables;
-  a.max_blocks = b.max_blocks;
-  a.block_size = b.block_size;
-  a.token_seq = b.token_seq;
-  a.token_pos = b.token_pos;
   a.out = attn;
   a.out_token_stride = hq * d;
   a.out_head_stride = d;
-  a.num_tokens = t;
   a.num_q_heads = hq;
   a.num_kv_heads = hkv;
   a.head_dim = a.v_dim = d;
-  a.max_kv_len = b.max_kv_len;
   a.scale = scale;
-  a.single_sequence = b.num_seqs == 1;
   DSI_RETURN_IF_ERROR(cu::paged_attention(ctx, a));
   profile_mark(ctx, "attn_core");
   DSI_RETURN_IF_ERROR(o.forward(ctx, attn, t, out));
@@ -271,27 +281,21 @@ Status DMla::attend_absorbed(CudaContext& ctx, Arena& arena, const float* q, con
     // Rows of the batch are sequences here: token_seq[i] == i when every chunk is one token.
     DSI_RETURN_IF_ERROR(cu::mla_decode(ctx, m));
   } else {
-    cu::PagedAttentionArgs a;
+    cu::PagedAttentionArgs a = paged_args(b);
     a.q = q_lat;
     a.q_token_stride = heads * w;
     a.q_head_stride = w;
     a.k_pool = a.v_pool = pool;
     a.k_row_width = a.v_row_width = w;
-    a.block_tables = b.block_tables;
-    a.max_blocks = b.max_blocks;
-    a.block_size = b.block_size;
-    a.token_seq = b.token_seq;
-    a.token_pos = b.token_pos;
     a.out = o_lat;
     a.out_token_stride = heads * r;
     a.out_head_stride = r;
-    a.num_tokens = t;
     a.num_q_heads = heads;
     a.num_kv_heads = 1;
     a.head_dim = w;
     a.v_dim = r;
-    a.max_kv_len = b.max_kv_len;
     a.scale = scale;
+    a.single_sequence = false;  // the multi-query kernel is not yet validated on the GPU at 576/512 widths
     DSI_RETURN_IF_ERROR(cu::paged_attention(ctx, a));
   }
   // attn[:, h, :] = o_lat[:, h, :] W_UV_h^T, W_UV_h = kv_b rows [h (nope + v) + nope, + v).
