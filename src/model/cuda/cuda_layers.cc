@@ -12,6 +12,7 @@
 #include "kernels/cuda/cuda_model_ops.h"
 #include "kernels/cuda/cuda_moe.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "model/moe_grouping.h"
 
 namespace dsi::cuda_model {
 
@@ -397,36 +398,19 @@ Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, 
     return Status::Ok();
   }
 
-  // Larger batches: read the routing back, group the pairs by expert on the host, one matmul per active expert.
-  // Each expert's rows are padded (to a power of two up to 64, then to a multiple of 64) so that the matmul
-  // shapes, and with them cuBLASLt's plans, repeat from step to step; padded rows read token 0 and are ignored.
+  // Larger batches: read the routing back, group the pairs by expert on the host (moe_grouping.h: padded
+  // row counts, so cuBLASLt's plans repeat), one matmul per active expert.
   std::vector<int32_t> host_ids(static_cast<size_t>(pairs));
   DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_ids.data(), ids, host_ids.size() * sizeof(int32_t),
                                            cudaMemcpyDeviceToHost, ctx.stream()));
   DSI_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(ctx.stream()));
-  std::vector<int64_t> count(static_cast<size_t>(experts), 0), first(static_cast<size_t>(experts) + 1, 0);
-  for (int32_t e : host_ids) {
-    if (e < 0 || e >= experts) return Status::Internal(str_cat("moe: router chose expert ", e));
-    ++count[static_cast<size_t>(e)];
-  }
-  auto padded = [](int64_t n) {
-    if (n == 0) return int64_t{0};
-    if (n > 64) return (n + 63) / 64 * 64;
-    int64_t p = 1;
-    while (p < n) p *= 2;
-    return p;
-  };
-  for (int64_t e = 0; e < experts; ++e) first[e + 1] = first[e] + padded(count[e]);
-  const int64_t rows = first[experts];
-  std::vector<int32_t> host_meta(static_cast<size_t>(rows + pairs), 0);  // [rows] token of each row, [pairs] row
-  std::vector<int64_t> fill(first.begin(), first.end() - 1);
-  for (int64_t p = 0; p < pairs; ++p) {
-    const int64_t row = fill[host_ids[p]]++;
-    host_meta[row] = static_cast<int32_t>(p / top_k);
-    host_meta[rows + p] = static_cast<int32_t>(row);
-  }
-  DSI_ASSIGN_OR_RETURN(int32_t* meta, arena.ints(rows + pairs));
-  DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta, host_meta.data(), host_meta.size() * sizeof(int32_t),
+  DSI_ASSIGN_OR_RETURN(ExpertGroups groups, group_pairs_by_expert(host_ids.data(), m, top_k, experts));
+  const int64_t rows = groups.rows;
+  const std::vector<int64_t>& first = groups.first;
+  DSI_ASSIGN_OR_RETURN(int32_t* meta, arena.ints(rows + pairs));  // [rows] token of each row, [pairs] row of pair
+  DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta, groups.row_token.data(), rows * sizeof(int32_t),
+                                           cudaMemcpyHostToDevice, ctx.stream()));
+  DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta + rows, groups.pair_row.data(), pairs * sizeof(int32_t),
                                            cudaMemcpyHostToDevice, ctx.stream()));
   DSI_ASSIGN_OR_RETURN(float* xs, arena.floats(rows * hidden));
   DSI_ASSIGN_OR_RETURN(float* gu, arena.floats(rows * 2 * inter));
