@@ -57,6 +57,10 @@ Status validate_batch(const ModelConfig& config_, const ForwardBatch& batch, con
   }
   int64_t total = 0;
   for (const SequenceChunk& c : batch.chunks) {
+    if (c.num_tokens <= 0 || c.start_pos < 0) {
+      return Status::InvalidArgument(str_cat("forward: a chunk of ", c.num_tokens, " tokens at position ", c.start_pos,
+                                             " (chunks need at least one token and a position >= 0)"));
+    }
     if (c.start_pos + c.num_tokens > config_.max_position_embeddings && config_.max_position_embeddings > 0) {
       return Status::OutOfRange(str_cat("sequence of ", c.start_pos + c.num_tokens,
                                         " positions exceeds max_position_embeddings ",

@@ -71,6 +71,7 @@ class DeviceBuffer {
   void reset() {
     if (p_ != nullptr) pool_->free(p_);
     p_ = nullptr;
+    n_ = 0;
   }
   T* get() const { return p_; }
   size_t size() const { return n_; }

@@ -63,6 +63,9 @@ Result<void*> Arena::alloc(size_t bytes) {
     if (offset_ + bytes <= blocks_[current_].size()) {
       void* p = blocks_[current_].get() + offset_;
       offset_ += bytes;
+      size_t used = offset_;
+      for (size_t i = 0; i < current_; ++i) used += blocks_[i].size();
+      high_water_ = std::max(high_water_, used);
       return p;
     }
     ++current_;
@@ -75,10 +78,19 @@ Result<void*> Arena::alloc(size_t bytes) {
   ++generation_;
   current_ = blocks_.size() - 1;
   offset_ = bytes;
+  size_t used = 0;
+  for (const auto& b : blocks_) used += b.size();
+  high_water_ = std::max(high_water_, used - (size - bytes));
   return p;
 }
 
 void Arena::reset() {
+  // A spike (one huge prefill) should not keep its memory: shrink a block four times larger than the use.
+  if (blocks_.size() == 1 && blocks_[0].size() > (size_t{256} << 20) && blocks_[0].size() > 4 * high_water_) {
+    blocks_.clear();
+    ++generation_;
+  }
+  high_water_ = 0;
   if (blocks_.size() > 1) {
     size_t total = 0;
     for (const auto& b : blocks_) total += b.size();
@@ -240,7 +252,10 @@ Status DMla::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
   }
   profile_mark(ctx, "mla_q_rope_kv");
   DSI_ASSIGN_OR_RETURN(float* attn, arena.floats(t * heads * v));
-  const bool absorbed = mode == MlaMode::kAbsorbed || (mode == MlaMode::kAuto && b.all_single);
+  // Auto: absorbed for decode steps, naive for prefill-only steps. A step that mixes decode tokens with prefill
+  // chunks runs absorbed throughout: the naive form would expand a decode token's whole context (every head, f32)
+  // to attend with one query.
+  const bool absorbed = mode == MlaMode::kAbsorbed || (mode == MlaMode::kAuto && b.any_single);
   if (absorbed) {
     DSI_RETURN_IF_ERROR(attend_absorbed(ctx, arena, qc, b, attn));
   } else {
@@ -311,7 +326,9 @@ Status DMla::attend_absorbed(CudaContext& ctx, Arena& arena, const float* q, con
 Status DMla::attend_naive(CudaContext& ctx, Arena& arena, const float* q, const BatchMeta& b, float* attn) const {
   const int64_t qk = nope + rope_dim, w = lw(), kvw = heads * (nope + v);
   int64_t row = 0;
+  const Arena::Mark mark = arena.mark();
   for (size_t c = 0; c < b.chunk_start.size(); ++c) {
+    arena.rewind_to(mark);  // each chunk's expansion reuses the previous chunk's space
     const int64_t n = b.chunk_tokens[c], kv_len = b.chunk_start[c] + n;
     DSI_ASSIGN_OR_RETURN(float* lat, arena.floats(kv_len * w));
     DSI_ASSIGN_OR_RETURN(float* kv, arena.floats(kv_len * kvw));

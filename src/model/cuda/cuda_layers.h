@@ -22,6 +22,13 @@ class Arena {
   Result<int32_t*> ints(int64_t n) { return alloc_as<int32_t>(n); }
   void reset();  // keeps the largest block, drops the others (after a stream synchronization)
   void rewind() { offset_ = 0; current_ = 0; }
+  // Rewinding to a mark reuses what was allocated after it (safe: later kernels on the one stream run after the
+  // earlier ones that used it).
+  struct Mark {
+    size_t current, offset;
+  };
+  Mark mark() const { return {current_, offset_}; }
+  void rewind_to(Mark m) { current_ = m.current, offset_ = m.offset; }
   uint64_t generation() const { return generation_; }  // changes when blocks are added or merged
 
  private:
@@ -34,6 +41,7 @@ class Arena {
   CudaContext* ctx_;
   std::vector<DeviceBuffer<uint8_t>> blocks_;
   size_t current_ = 0, offset_ = 0;
+  size_t high_water_ = 0;  // most bytes in use since the last reset
   uint64_t generation_ = 0;
 };
 
@@ -69,6 +77,7 @@ struct DRope {
 struct BatchMeta {
   int64_t num_tokens = 0, num_seqs = 0, max_blocks = 0, block_size = 0, max_kv_len = 0;
   bool all_single = false;                   // every chunk is one token (a decode step)
+  bool any_single = false;                   // some chunk is one token
   const int64_t* positions = nullptr;       // [T]
   const int32_t* token_pos = nullptr;       // [T]
   const int32_t* token_seq = nullptr;       // [T]

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <tuple>
 
 #include "core/log.h"
 #include "io/model_config.h"
@@ -52,10 +53,13 @@ class CudaDecoderModel final : public Model {
   Result<T*> grow(DeviceBuffer<uint8_t>& buf, int64_t n) {
     const size_t bytes = static_cast<size_t>(n) * sizeof(T);
     if (buf.size() < bytes) {
-      const size_t want = std::max(bytes, 2 * buf.size());
-      buf.reset();
-      DSI_ASSIGN_OR_RETURN(void* p, ctx_->pool().alloc(want));
-      buf = DeviceBuffer<uint8_t>(&ctx_->pool(), static_cast<uint8_t*>(p), want);
+      // The old block stays valid if the new one cannot be had (the pool is first-fit: try the exact size
+      // after the doubled one); once replaced it is freed, which stream order makes safe.
+      size_t want = std::max(bytes, 2 * buf.size());
+      Result<void*> p = ctx_->pool().alloc(want);
+      if (!p.ok() && want > bytes) p = ctx_->pool().alloc(want = bytes);
+      if (!p.ok()) return p.status();
+      buf = DeviceBuffer<uint8_t>(&ctx_->pool(), static_cast<uint8_t*>(*p), want);
       ++generation_;
     }
     return reinterpret_cast<T*>(buf.get());
@@ -83,7 +87,8 @@ class CudaDecoderModel final : public Model {
   uint64_t graph_replays_ = 0, steps_ = 0;
   bool graphs_enabled_ = true;
   int64_t max_graph_tokens_ = 0;  // decode batches up to this size can be captured
-  std::map<std::pair<int64_t, int64_t>, Graph> graphs_;  // (batch, context bucket)
+  std::map<std::tuple<int64_t, int64_t, int64_t>, Graph> graphs_;  // (batch, context bucket, table width)
+  uint64_t graphs_generation_ = 0;
 
  public:
   ~CudaDecoderModel() override {
@@ -103,8 +108,11 @@ Status CudaDecoderModel::init(DecoderParts parts, const CudaModelOptions& option
   max_graph_tokens_ = 256;
   for (const DecoderLayer& l : parts.layers) {
     if (const auto* moe = std::get_if<MoeLayer>(&l.mlp)) {
-      const bool bf16 = !moe->experts().empty() && moe->experts()[0].gate().weight().dtype() == DType::kBF16;
-      const int64_t fit = options.moe_device_routing && bf16 ? 64 / moe->route_template().top_k : 0;
+      // The conditions of DMoe::forward's device path: otherwise a step reads the routing back (no graph).
+      const GatedMlp* e0 = moe->experts().empty() ? nullptr : &moe->experts()[0];
+      const bool device_ok = e0 != nullptr && e0->gate().weight().dtype() == DType::kBF16 &&
+                             e0->gate().in_local() % 8 == 0 && e0->gate().out_local() % 8 == 0;
+      const int64_t fit = options.moe_device_routing && device_ok ? 64 / moe->route_template().top_k : 0;
       max_graph_tokens_ = std::min(max_graph_tokens_, fit);
     }
   }
@@ -177,6 +185,7 @@ Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cac
     b.max_blocks = std::max<int64_t>(b.max_blocks, static_cast<int64_t>(c.block_table.size()));
     b.max_kv_len = std::max(b.max_kv_len, c.start_pos + c.num_tokens);
     b.all_single = b.all_single && c.num_tokens == 1;
+    b.any_single = b.any_single || c.num_tokens == 1;
     b.chunk_start.push_back(c.start_pos);
     b.chunk_tokens.push_back(c.num_tokens);
   }
@@ -238,7 +247,15 @@ Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cac
 
   DSI_ASSIGN_OR_RETURN(float* logits, grow<float>(logits_, n_rows * vocab));
   if (graph) {
-    Graph& g = graphs_[{t, b.max_kv_len}];
+    // Buffers moved since the graphs were captured: drop them all (also bounds the map).
+    if (graphs_generation_ != generation() || graphs_.size() > 256) {
+      for (auto& [k, old] : graphs_) {
+        if (old.exec != nullptr) cudaGraphExecDestroy(old.exec);
+      }
+      graphs_.clear();
+      graphs_generation_ = generation();
+    }
+    Graph& g = graphs_[{t, b.max_kv_len, b.max_blocks}];
     if (g.exec != nullptr && g.generation != generation()) {
       cudaGraphExecDestroy(g.exec);  // its buffers moved
       g.exec = nullptr;
