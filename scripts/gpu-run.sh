@@ -2,12 +2,15 @@
 # On the GPU machine: run the GPU tests, the golden checks on the GPU and the benchmarks of a build made on the
 # build machine and packed by scripts/gpu-bundle.sh (carried as build/gpu-bundle.tar.xz), writing logs and JSON
 # results to OUT_DIR.
-#   scripts/gpu-run.sh OUT_DIR [STEP...]     steps: test golden v2lite llama v3 mla peer (default: all but v3)
+#   scripts/gpu-run.sh OUT_DIR [STEP...]
+# steps: test golden serve v2lite llama v3 mla peer profile (default: test golden serve peer v2lite llama mla)
+#   serve: `dsinfer serve --device cuda` on the demo model with concurrent requests (scripts/gpu-serve-smoke.py)
+#   profile: per-kernel times (nsys, where installed) and the per-section step profile of 4-layer slices
 # Results: OUT_DIR/test.log, golden.log, bench.log, and the benchmarks' JSON (cuda-<shape>-<date>.json).
 set -uo pipefail
 out=${1:?usage: gpu-run.sh OUT_DIR [STEP...]}
 shift
-steps=${*:-test golden peer v2lite llama mla}
+steps=${*:-test golden serve peer v2lite llama mla}
 root=$(cd "$(dirname "$0")/.." && pwd)
 bundle=${DSI_GPU_BUNDLE:-$root/build/gpu-bundle}
 if [[ ! -x $bundle/dsinfer && -f $bundle.tar.xz ]]; then
@@ -35,7 +38,7 @@ if has golden; then
   : > "$out/golden.log"
   for m in "$root"/tests/golden/models/*/; do
     name=$(basename "$m")
-    modes="incremental batched"
+    modes="incremental batched staggered"
     mlas="auto"
     [[ $name == ds* ]] && mlas="auto naive absorbed"
     for mode in $modes; do
@@ -50,6 +53,31 @@ if has golden; then
     done
   done
   rm -f "$out/golden-one.log"
+fi
+
+if has serve; then
+  demo=/tmp/dsi-demo-model
+  DSINFER_DEMO_DIR=$demo DSINFER_DEMO_TOKENIZER=$bundle/tokenizer "$dsinfer" serve --device cuda --port 8123 \
+    --kv-cache-gb 2 --max-num-batched-tokens 512 > "$out/serve.log" 2>&1 &
+  serve_pid=$!
+  timeout 300 python3 "$root/scripts/gpu-serve-smoke.py" 8123 32 | tee "$out/serve-smoke.jsonl"
+  [[ ${PIPESTATUS[0]} == 0 ]] || { echo "serve smoke failed"; tail -20 "$out/serve.log"; rc=1; }
+  kill -TERM $serve_pid; wait $serve_pid
+  grep -E "cuda model|error|Error" "$out/serve.log" | tail -5
+fi
+
+if has profile; then
+  nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+  for shape in deepseek-v2-lite r1-distill-llama-8b; do
+    args=(bench --device cuda --shape "$shapes/$shape.json" --layers 4 --batch 1 32 --context 512 --decode-steps 8
+          --prefill 512 --prefill-batch 1 --out /tmp/dsi-prof)
+    DSI_CUDA_PROFILE=1 "$dsinfer" "${args[@]}" > /dev/null 2> "$out/profile-$shape.log"
+    if [[ -n $nsys ]]; then
+      "$nsys" profile -o /tmp/dsi-prof-$shape --force-overwrite true "$dsinfer" "${args[@]}" > /dev/null 2>&1
+      "$nsys" stats --report cuda_gpu_kern_sum --format csv /tmp/dsi-prof-$shape.nsys-rep > "$out/kern-$shape.csv" 2>&1
+      head -25 "$out/kern-$shape.csv"
+    fi
+  done
 fi
 
 # The peer (Hugging Face transformers, random bf16 weights) on the V2-Lite shape, in the same run.

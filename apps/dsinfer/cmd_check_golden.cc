@@ -20,8 +20,9 @@ int cmd_check_golden(int argc, char** argv) {
   cli.add_option("--expected", expected, "golden file (default: MODEL/expected.safetensors)");
   cli.add_option("--tolerance", tolerance, "max relative logit error per prompt (default 1e-4 on the CPU (f32 compute), 2e-2 with "
                  "--device cuda (bf16 weights, bf16 KV cache))");
-  cli.add_option("--mode", mode, "incremental (prefill + decode), full (one forward) or batched (all prompts at once)")
-      ->check(CLI::IsMember({"incremental", "full", "batched"}));
+  cli.add_option("--mode", mode, "incremental (prefill + decode), full (one forward), batched (all prompts at once) or staggered "
+                 "(prompt i prefilled beside decode steps of the earlier ones)")
+      ->check(CLI::IsMember({"incremental", "full", "batched", "staggered"}));
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -36,7 +37,10 @@ int cmd_check_golden(int argc, char** argv) {
   // bf16 compute on the GPU: greedy agreement is required where the reference's top-2 gap exceeds twice the
   // tolerated error (relative to the row's rms), not at every 1e-3 gap.
   if (mf.device == "cuda") g.gap_relative = 2 * tolerance;
-  g.mode = mode == "full" ? GoldenMode::kFullSequence : mode == "batched" ? GoldenMode::kBatched : GoldenMode::kIncremental;
+  g.mode = mode == "full"        ? GoldenMode::kFullSequence
+           : mode == "batched"   ? GoldenMode::kBatched
+           : mode == "staggered" ? GoldenMode::kStaggered
+                                 : GoldenMode::kIncremental;
   auto report = run_golden(**model, expected, g);
   if (!report.ok()) return report_error(report.status().with_context(expected));
   for (const auto& p : report->prompts) {

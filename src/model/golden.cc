@@ -101,6 +101,48 @@ Result<std::vector<std::vector<float>>> run_batched(Model& model, const std::vec
   return out;
 }
 
+// Staggered starts: prompt i is prefilled in step i, in the same forward as one decode token of every earlier
+// unfinished prompt (the mixed prefill + decode steps a serving engine makes).
+Result<std::vector<std::vector<float>>> run_staggered(Model& model, const std::vector<GoldenPrompt>& prompts) {
+  SimpleKvCache cache(model.kv_layout());
+  std::vector<std::vector<float>> out(prompts.size());
+  std::vector<int64_t> slots(prompts.size(), -1), next(prompts.size(), 0);  // next: first position not yet run
+  for (size_t i = 0; i < prompts.size(); ++i) out[i].resize(prompts[i].ids.size() * model.config().vocab_size);
+  for (size_t step = 0;; ++step) {
+    ForwardBatch batch;
+    batch.all_logits = true;
+    struct Rows {
+      size_t prompt;
+      int64_t first, count;
+    };
+    std::vector<Rows> rows;
+    int64_t row = 0;
+    for (size_t i = 0; i < prompts.size() && i <= step; ++i) {
+      const auto& ids = prompts[i].ids;
+      const int64_t n = static_cast<int64_t>(ids.size());
+      if (next[i] >= n) continue;
+      if (slots[i] < 0) slots[i] = cache.add_sequence();
+      const int64_t count = next[i] == 0 ? prompts[i].prompt_len : 1;
+      cache.add_chunk(batch, slots[i], next[i],
+                      std::vector<int64_t>(ids.begin() + next[i], ids.begin() + next[i] + count));
+      rows.push_back({i, next[i], count});
+      next[i] += count;
+      row += count;
+    }
+    if (rows.empty()) {
+      if (step >= prompts.size()) break;
+      continue;
+    }
+    DSI_ASSIGN_OR_RETURN(Tensor l, model.forward(batch, cache.cache()));
+    int64_t at = 0;
+    for (const Rows& r : rows) {
+      put_rows(l, at, r.count, out[r.prompt], r.first);
+      at += r.count;
+    }
+  }
+  return out;
+}
+
 int64_t argmax(const float* v, int64_t n) { return std::max_element(v, v + n) - v; }
 
 GoldenPromptResult compare(int index, const GoldenPrompt& p, const std::vector<float>& got, int64_t vocab,
@@ -141,6 +183,8 @@ Result<GoldenReport> run_golden(Model& model, const std::string& expected_path, 
   std::vector<std::vector<float>> got;
   if (options.mode == GoldenMode::kBatched) {
     DSI_ASSIGN_OR_RETURN(got, run_batched(model, prompts));
+  } else if (options.mode == GoldenMode::kStaggered) {
+    DSI_ASSIGN_OR_RETURN(got, run_staggered(model, prompts));
   } else {
     for (const GoldenPrompt& p : prompts) {
       DSI_ASSIGN_OR_RETURN(std::vector<float> g, run_single(model, p, options.mode));

@@ -13,6 +13,7 @@ enum class GoldenMode {
   kIncremental,   // prefill the prompt, then decode the rest one token at a time through the KV cache
   kFullSequence,  // one forward over the whole sequence
   kBatched,       // every prompt in one batch: prompts prefilled together, then decoded together
+  kStaggered,     // prompt i prefilled in step i beside decode tokens of the earlier prompts (mixed steps)
 };
 
 struct GoldenOptions {

@@ -21,7 +21,9 @@ std::string case_name(const testing::TestParamInfo<Case>& info) {
   std::string n = info.param.model;
   for (char& c : n) if (c == '-') c = '_';
   n += info.param.mode == GoldenMode::kIncremental ? "_incremental"
-       : info.param.mode == GoldenMode::kFullSequence ? "_full" : "_batched";
+       : info.param.mode == GoldenMode::kFullSequence ? "_full"
+       : info.param.mode == GoldenMode::kBatched      ? "_batched"
+                                                      : "_staggered";
   n += info.param.mla == MlaMode::kNaive ? "_naive" : info.param.mla == MlaMode::kAbsorbed ? "_absorbed" : "";
   n += info.param.ref_kernels ? "_ref" : "_cpu";
   return n;
@@ -56,7 +58,8 @@ std::vector<Case> all_cases() {
   const char* models[] = {"ds3-tiny", "ds3-tiny-fp8", "ds2-tiny", "qwen2-tiny", "llama-tiny"};
   for (const char* m : models) {
     const bool deepseek = std::string(m).rfind("ds", 0) == 0;
-    for (GoldenMode mode : {GoldenMode::kIncremental, GoldenMode::kFullSequence, GoldenMode::kBatched}) {
+    for (GoldenMode mode : {GoldenMode::kIncremental, GoldenMode::kFullSequence, GoldenMode::kBatched,
+                            GoldenMode::kStaggered}) {
       cases.push_back({m, mode, MlaMode::kAuto, false});
     }
     cases.push_back({m, GoldenMode::kIncremental, MlaMode::kAuto, true});
