@@ -8,7 +8,7 @@ CMAKE_FLAGS ?=
 # The CUDA backend compiles wherever nvcc is (its tests skip without a GPU); DSI_CUDA=OFF leaves it out.
 NVCC ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
 DSI_CUDA ?= $(if $(NVCC),ON,OFF)
-CUDA_FLAGS = -DDSI_CUDA=$(DSI_CUDA) $(if $(filter ON,$(DSI_CUDA)),-DCMAKE_CUDA_COMPILER=$(NVCC))
+CUDA_FLAGS = -DDSI_CUDA=$(DSI_CUDA) $(if $(filter ON,$(DSI_CUDA)),-DCMAKE_CUDA_COMPILER=$(NVCC) -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 
 .PHONY: all setup configure build test serve fuzz clean bench
 

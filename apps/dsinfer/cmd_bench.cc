@@ -34,12 +34,15 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 // Bytes a decode step must read: every non-expert weight once, the experts the batch touches (expected distinct
 // experts under uniform routing: E * (1 - (1 - k/E)^B)), and the KV cache of every sequence.
-double decode_bytes_per_step(const ModelConfig& c, int64_t batch, int64_t context, double kv_elem_bytes) {
+// fp8_bytes: what an FP8 weight costs where it is held (1 on the GPU, which keeps FP8; 4 on the CPU, which
+// dequantizes to f32 at load).
+double decode_bytes_per_step(const ModelConfig& c, int64_t batch, int64_t context, double kv_elem_bytes,
+                             double fp8_bytes) {
   double dense = 0, per_expert = 0, experts_layers = 0;
   for (const TensorSpec& s : expected_tensors(c)) {
     if (s.name == "model.embed_tokens.weight") continue;  // only `batch` rows are read
     const double bytes = static_cast<double>(shape_numel(s.shape)) *
-                         (s.dtype == DType::kF8E4M3 ? 4.0 : static_cast<double>(dtype_size(s.dtype)));
+                         (s.dtype == DType::kF8E4M3 ? fp8_bytes : static_cast<double>(dtype_size(s.dtype)));
     if (s.name.find(".mlp.experts.") != std::string::npos) {
       if (s.name.find(".mlp.experts.0.") != std::string::npos) per_expert += bytes;
     } else {
@@ -52,7 +55,6 @@ double decode_bytes_per_step(const ModelConfig& c, int64_t batch, int64_t contex
     const double e = static_cast<double>(c.n_routed_experts), k = static_cast<double>(c.num_experts_per_tok);
     distinct = e * (1.0 - std::pow(1.0 - k / e, static_cast<double>(batch)));
   }
-  // Weights in F8 are dequantized to F32 at load (4 bytes each) in both engines today; BF16 stays 2 bytes.
   per_expert /= std::max<int64_t>(1, static_cast<int64_t>(experts_layers));
   const double kv_width = c.is_deepseek() ? static_cast<double>(c.kv_lora_rank + c.qk_rope_head_dim)
                                           : static_cast<double>(2 * c.num_key_value_heads * c.head_dim);
@@ -282,7 +284,8 @@ int cmd_bench(int argc, char** argv) {
         if (!r.ok()) return report_error(r.status());
       }
       const double decode_tok_s = static_cast<double>(batch * decode_steps) / elapsed;
-      const double bytes = decode_bytes_per_step(config, batch, context + decode_steps / 2 + 2, gpu ? 2.0 : 4.0);
+      const double bytes = decode_bytes_per_step(config, batch, context + decode_steps / 2 + 2, gpu ? 2.0 : 4.0,
+                                                 gpu ? 1.0 : 4.0);
       const double roofline = static_cast<double>(batch) * limit_gbps * 1e9 / bytes;
       std::printf("shape=%s device=%s layers=%lld batch=%lld context=%lld decode_tok_s=%.2f "
                   "roofline_decode_tok_s=%.2f ratio=%.3f\n",

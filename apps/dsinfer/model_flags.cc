@@ -15,6 +15,9 @@ void add_model_flags(CLI::App& cli, ModelFlags& flags) {
       ->check(CLI::IsMember({"cpu", "ref", "cuda"}));
   cli.add_option("--mla", flags.mla, "MLA form for DeepSeek models: auto (naive prefill, absorbed decode), naive, absorbed")
       ->check(CLI::IsMember({"auto", "naive", "absorbed"}));
+  cli.add_option("--fp8", flags.fp8, "FP8 checkpoints with --device cuda: keep (FP8 weights, FP8 GEMMs) or "
+                                     "dequantize (f32 weights, as the CPU engine)")
+      ->check(CLI::IsMember({"keep", "dequantize"}));
 }
 
 Result<std::unique_ptr<Model>> load_model_from_flags(const ModelFlags& flags) {
@@ -23,6 +26,7 @@ Result<std::unique_ptr<Model>> load_model_from_flags(const ModelFlags& flags) {
 #ifdef DSI_HAVE_CUDA
     CudaModelOptions options;
     options.mla_mode = mla;
+    options.fp8_weights = flags.fp8 == "keep";
     auto model = load_cuda_model(flags.model_dir, options);
     if (!model.ok()) return model.status().with_context(flags.model_dir);
     return model;

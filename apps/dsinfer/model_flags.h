@@ -14,6 +14,7 @@ struct ModelFlags {
   std::string model_dir;
   std::string device = "cpu";    // cpu | ref (scalar reference kernels) | cuda (GPU runner, model/cuda)
   std::string mla = "auto";      // auto | naive | absorbed
+  std::string fp8 = "keep";      // FP8 checkpoints on the GPU: keep (e4m3 + block scales) | dequantize (f32)
 };
 
 void add_model_flags(CLI::App& cli, ModelFlags& flags);

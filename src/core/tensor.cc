@@ -1,5 +1,7 @@
 #include "core/tensor.h"
 
+#include <algorithm>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -28,6 +30,18 @@ Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape
   DSI_CHECK(p != nullptr, "out of host memory allocating ", alloc, " bytes");
   std::memset(p, 0, alloc);
   data_.reset(p);
+}
+
+Tensor Tensor::uninitialized(DType dtype, Shape shape) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = std::move(shape);
+  for (int64_t d : t.shape_) DSI_CHECK(d >= 0, "negative dimension in ", shape_str(t.shape_));
+  const size_t alloc = std::max<size_t>(64, (t.nbytes() + 63) / 64 * 64);
+  void* p = std::aligned_alloc(64, alloc);
+  DSI_CHECK(p != nullptr, "out of host memory allocating ", alloc, " bytes");
+  t.data_.reset(p);
+  return t;
 }
 
 Tensor Tensor::from_f32(const std::vector<float>& values, Shape shape) {

@@ -33,6 +33,8 @@ class Tensor {
   // Zero-initialized.
   Tensor(DType dtype, Shape shape);
   static Tensor zeros(DType dtype, Shape shape) { return Tensor(dtype, std::move(shape)); }
+  // Not initialized: for buffers the caller overwrites at once (e.g. logits copied from the GPU).
+  static Tensor uninitialized(DType dtype, Shape shape);
   // An f32 tensor holding `values` with the given shape (numel must match).
   static Tensor from_f32(const std::vector<float>& values, Shape shape);
 

@@ -36,6 +36,9 @@ struct QuantConfig {
   bool fp8 = false;  // quant_method "fp8", fmt "e4m3"
   int64_t block_n = 128;
   int64_t block_k = 128;
+  // Runtime choice, not from config.json: keep FP8 weights as stored (e4m3 + weight_scale_inv) instead of
+  // dequantizing them to f32 at load. Only the GPU runner sets it (the CPU kernels take f32/bf16 weights).
+  bool keep_fp8 = false;
 };
 
 struct ModelConfig {

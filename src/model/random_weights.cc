@@ -93,6 +93,30 @@ std::vector<TensorSpec> expected_tensors(const ModelConfig& c) {
 
 namespace {
 constexpr int64_t kParallelFill = int64_t{1} << 20;  // elements; smaller tensors keep the one sequential stream
+// Calls fill(i, r) for every i < n with r a 64-bit random value from the stream of i's chunk (kParallelFill
+// elements, seeded from `seed` and the chunk index), on all cores.
+template <class Fill>
+void fill_chunks(int64_t n, uint64_t seed, Fill fill) {
+  const int64_t chunks = (n + kParallelFill - 1) / kParallelFill;
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(chunks, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (int64_t w = 0; w < workers; ++w) {
+    pool.emplace_back([=] {
+      for (int64_t c = w; c < chunks; c += workers) {
+        uint64_t st = seed + static_cast<uint64_t>(c) * 0x9E3779B97F4A7C15ull;
+        st = (st ^ (st >> 31)) * 0xBF58476D1CE4E5B9ull | 1;
+        for (int64_t i = c * kParallelFill; i < std::min(n, (c + 1) * kParallelFill); ++i) {
+          st ^= st >> 12;
+          st ^= st << 25;
+          st ^= st >> 27;
+          fill(i, st * 0x2545F4914F6CDD1Dull);
+        }
+      }
+    });
+  }
+  for (std::thread& th : pool) th.join();
+}
+
 }  // namespace
 
 Status write_random_checkpoint(const ModelConfig& config, const std::string& path, uint64_t seed) {
@@ -110,44 +134,36 @@ Status write_random_checkpoint(const ModelConfig& config, const std::string& pat
     Tensor t(s.dtype, s.shape);
     const int64_t n = t.numel();
     const float amp = s.scale * 1.7320508f;  // uniform with standard deviation s.scale
+    // Large tensors (benchmark shapes): chunks with their own streams, filled by all cores; the values depend on
+    // the seed and the tensor's index, not on the thread count.
+    const uint64_t tensor_seed = state ^ (0xD1B54A32D192ED03ull * (tensors.size() + 1));
     switch (s.dtype) {
       case DType::kBF16: {
         auto* d = t.data<uint16_t>();
         if (n < kParallelFill || s.ones) {
           for (int64_t i = 0; i < n; ++i) d[i] = f32_to_bf16(s.ones ? 1.0f : amp * next_uniform());
         } else {
-          // Large tensors (benchmark shapes): chunks with their own streams, filled by all cores; the values depend
-          // on the seed and the tensor's index, not on the thread count.
-          const uint64_t tensor_seed = state ^ (0xD1B54A32D192ED03ull * (tensors.size() + 1));
-          const int64_t chunks = (n + kParallelFill - 1) / kParallelFill;
-          std::vector<std::thread> pool;
-          const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(chunks, std::thread::hardware_concurrency()));
-          for (int64_t w = 0; w < workers; ++w) {
-            pool.emplace_back([=] {
-              for (int64_t c = w; c < chunks; c += workers) {
-                uint64_t st = tensor_seed + static_cast<uint64_t>(c) * 0x9E3779B97F4A7C15ull;
-                st = (st ^ (st >> 31)) * 0xBF58476D1CE4E5B9ull | 1;
-                for (int64_t i = c * kParallelFill; i < std::min(n, (c + 1) * kParallelFill); ++i) {
-                  st ^= st >> 12;
-                  st ^= st << 25;
-                  st ^= st >> 27;
-                  const double u = static_cast<double>((st * 0x2545F4914F6CDD1Dull) >> 11) * 0x1.0p-52 - 1.0;
-                  d[i] = f32_to_bf16(amp * static_cast<float>(u));
-                }
-              }
-            });
-          }
-          for (std::thread& th : pool) th.join();
+          fill_chunks(n, tensor_seed, [d, amp](int64_t i, uint64_t r) {
+            const double u = static_cast<double>(r >> 11) * 0x1.0p-52 - 1.0;
+            d[i] = f32_to_bf16(amp * static_cast<float>(u));
+          });
         }
         break;
       }
       case DType::kF8E4M3: {
         // Random codes with |value| <= 240; the block scale brings them to the target spread.
         auto* d = t.data<uint8_t>();
-        for (int64_t i = 0; i < n; ++i) {
-          state = state * 6364136223846793005ull + 1442695040888963407ull;
-          const auto r = static_cast<uint8_t>(state >> 56);
-          d[i] = static_cast<uint8_t>((r & 0x80) | std::min(r & 0x7f, 0x77));  // |value| <= 240, no NaN
+        auto code = [](uint64_t r) {
+          const auto b = static_cast<uint8_t>(r >> 56);
+          return static_cast<uint8_t>((b & 0x80) | std::min(b & 0x7f, 0x77));  // |value| <= 240, no NaN
+        };
+        if (n < kParallelFill) {
+          for (int64_t i = 0; i < n; ++i) {
+            state = state * 6364136223846793005ull + 1442695040888963407ull;
+            d[i] = code(state);
+          }
+        } else {
+          fill_chunks(n, tensor_seed, [d, code](int64_t i, uint64_t r) { d[i] = code(r); });
         }
         break;
       }

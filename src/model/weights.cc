@@ -55,6 +55,11 @@ Result<Tensor> load_matrix(TensorStore& store, const std::string& name, int64_t 
     const int64_t bn = quant.block_n, bk = quant.block_k;
     const Shape scale_shape = {(out_features + bn - 1) / bn, (in_features + bk - 1) / bk};
     DSI_ASSIGN_OR_RETURN(TensorView s, store.get(scale_name, scale_shape, {DType::kF32}));
+    if (quant.keep_fp8 && rows.size == out_features && cols.size == in_features) {
+      Tensor codes(DType::kF8E4M3, {out_features, in_features});
+      std::memcpy(codes.raw(), w.data, codes.nbytes());
+      return codes;
+    }
     // Dequantize the full matrix, then slice (blocks do not align with shard edges in general).
     Tensor full(DType::kF32, {out_features, in_features});
     dequantize_fp8_blocks(w.as<uint8_t>(), s.as<float>(), out_features, in_features, bn, bk, full.data<float>());

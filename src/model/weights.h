@@ -13,7 +13,8 @@ namespace dsi {
 
 // Loads the [out_features, in_features] matrix `name` (full, unsharded shape checked), keeping this rank's slice:
 // rows for kColumn, columns for kRow. BF16 stays BF16; F32 stays F32; F16 and FP8 (dequantized with
-// `name`_scale_inv) become F32. Errors name the tensor and what was wrong.
+// `name`_scale_inv) become F32, unless quant.keep_fp8 and the matrix is not sliced: then the FP8 codes are kept
+// as stored (Linear::load reads the scales). Errors name the tensor and what was wrong.
 Result<Tensor> load_matrix(TensorStore& store, const std::string& name, int64_t out_features, int64_t in_features,
                            const ShardSpec& shard, const QuantConfig& quant);
 

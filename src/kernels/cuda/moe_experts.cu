@@ -6,14 +6,22 @@
 //            the top_k h rows of token t laid end to end (they are contiguous in h), each 8-element chunk scaled
 //            by its pair's routing weight; then out[t, n] += sum. One warp owns each output element, so there
 //            are no atomics and the result does not depend on scheduling.
-// Every weight byte of a chosen expert is read once per pair with 16-byte streaming loads (no L1 allocation);
-// rows are split finely over blocks so that a single token (6 experts) still fills every SM.
+// Every weight byte of a chosen expert is read once per pair with streaming loads (no L1 allocation); rows are
+// split finely over blocks so that a single token (6 experts) still fills every SM.
+//
+// A lane's unit of work is a chunk of C consecutive weights of a row (one load): bf16 C = 8 (16 bytes); fp8 C = 16
+// (16 bytes) when the row length is a multiple of 16, else C = 8 (8 bytes). The activations a chunk meets (x or h)
+// are staged in shared memory as C / 4 quarters: quarter j of chunk c (floats 4j .. 4j + 3 of it) is float4
+// j * chunks + c, so lanes reading consecutive chunks hit consecutive banks. FP8 chunks never cross a 128-column
+// scale block (C divides 128), and a warp's R rows share one 128-row block (R divides 8, which divides inter,
+// hidden and 128, and the first row is a multiple of R): one scale per chunk, applied to the chunk's sum.
 #include <algorithm>
 #include <climits>
 
 #include "kernels/cuda/bf16_load.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_moe.h"
+#include "kernels/cuda/fp8_load.cuh"
 #include "kernels/cuda/warp_reduce.cuh"
 
 namespace dsi::cuda {
@@ -21,6 +29,7 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kMaxTopK = 64;
+constexpr int64_t kScaleBlock = 128;  // DeepSeek's FP8 scale blocks: 128 x 128 weights
 constexpr size_t kMaxSmemH = 96 << 10;  // a token's h rows beyond this are read from global memory
 // Static shared memory of the down kernel is 512 bytes; dynamic shared memory that would bring a block past the
 // default 48 KB needs the opt-in attribute (set from this size on, leaving room for the static part).
@@ -44,12 +53,54 @@ __device__ __forceinline__ float dot8(uint4 w, float4 a, float4 b, float s) {
   return s;
 }
 
-// Copies `chunks` 8-float chunks from src (global, 16-byte aligned) to shared memory split in halves: the first
-// four floats of chunk c go to dst[c], the last four to dst[chunks + c], so that lanes reading consecutive chunks
-// as float4 hit consecutive banks. Loads are issued in batches so a block waits for a few L2 round trips only.
+// Weight formats: T the stored element, Vec one chunk of C elements (one streaming load).
+struct Bf16x8 {
+  using T = uint16_t;
+  using Vec = uint4;
+  static constexpr int kC = 8;
+  static constexpr bool kFp8 = false;
+};
+struct Fp8x16 {
+  using T = uint8_t;
+  using Vec = uint4;
+  static constexpr int kC = 16;
+  static constexpr bool kFp8 = true;
+};
+struct Fp8x8 {
+  using T = uint8_t;
+  using Vec = uint2;
+  static constexpr int kC = 8;
+  static constexpr bool kFp8 = true;
+};
+
+template <class F>
+__device__ __forceinline__ typename F::Vec load_chunk(const typename F::T* p) {
+  if constexpr (sizeof(typename F::Vec) == 16) {
+    return load_stream(p);
+  } else {
+    return load_stream8(p);
+  }
+}
+
+// s + dot(chunk w, x[0 .. C/4) quarters): bf16 weights as they are, fp8 codes as value / 256 (fp8_load.cuh).
+template <class F>
+__device__ __forceinline__ float dot_chunk(const typename F::Vec& w, const float4 (&x)[F::kC / 4], float s) {
+  if constexpr (!F::kFp8) {
+    return dot8(w, x[0], x[1], s);
+  } else {
+#pragma unroll
+    for (int j = 0; j < F::kC / 4; ++j) s = dot4(fp8x4_to_float4_div256(word(w, j)), x[j], s);
+    return s;
+  }
+}
+
+// Copies `chunks` chunks of 4 Q floats from src (global, 16-byte aligned) to shared memory in quarters: float4 j
+// of chunk c goes to dst[j * chunks + c]. Loads are issued in batches so a block waits for a few L2 round trips
+// only.
+template <int Q>
 __device__ __forceinline__ void stage_chunks(float4* dst, const float4* src, int chunks) {
   constexpr int kBatch = 8;
-  const int n4 = 2 * chunks;
+  const int n4 = Q * chunks;
   for (int i0 = threadIdx.x; i0 < n4; i0 += kBatch * blockDim.x) {
     float4 v[kBatch];
 #pragma unroll
@@ -60,15 +111,17 @@ __device__ __forceinline__ void stage_chunks(float4* dst, const float4* src, int
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
       const int i = i0 + b * blockDim.x;
-      if (i < n4) dst[(i & 1) * chunks + (i >> 1)] = v[b];
+      if (i < n4) dst[static_cast<unsigned>(i) % Q * chunks + static_cast<unsigned>(i) / Q] = v[b];
     }
   }
 }
 
 // Block (pair, row block): warp w computes rows i = (blockIdx.y * kWarps + w) * R + [0, R) of h[pair], U chunks
-// of 8 per lane per step (2 R U 16-byte loads in flight). Shared memory: x[t] (hidden floats, split layout).
-template <int R, int U>
+// per lane per step (2 R U loads in flight). Shared memory: x[t] (hidden floats, in quarters).
+template <class F, int R, int U>
 __global__ void __launch_bounds__(kWarps * 32) moe_gate_up_kernel(MoeExpertsArgs a) {
+  using T = typename F::T;
+  constexpr int C = F::kC, Q = C / 4;
   static_assert(8 % R == 0, "inter % 8 == 0 must cover whole warps' rows");
   constexpr int V = 2 * R;  // value v < R: gate row row0 + v; value R + v: the matching up row
   static_assert(V <= 32, "one value per lane group");
@@ -77,16 +130,28 @@ __global__ void __launch_bounds__(kWarps * 32) moe_gate_up_kernel(MoeExpertsArgs
   const int32_t e = a.ids[pair];
   if (e < 0 || e >= a.num_experts) return;  // skipped pair: block-uniform, before any barrier
   const int64_t t = pair / a.top_k;
-  const int chunks = static_cast<int>(a.hidden / 8);
+  const int chunks = static_cast<int>(a.hidden / C);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t row0 = (static_cast<int64_t>(blockIdx.y) * kWarps + warp) * R;
   const bool active = row0 < a.inter;  // inter % 8 == 0 and 8 % R == 0: rows row0 .. row0 + R - 1 all exist
-  const uint16_t* w[V];
-  const uint16_t* base = a.w13 + (static_cast<int64_t>(e) * 2 * a.inter + (active ? row0 : 0)) * a.hidden;
+  const int64_t first = active ? row0 : 0;
+  const T* w[V];
+  const T* base = static_cast<const T*>(a.w13) + (static_cast<int64_t>(e) * 2 * a.inter + first) * a.hidden;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     w[r] = base + r * a.hidden;
     w[R + r] = base + (a.inter + r) * a.hidden;
+  }
+  // FP8: the scale rows of the gate rows (first) and of the up rows (inter + first) of expert e, whose scales are
+  // [ceil(2 inter / 128), ceil(hidden / 128)].
+  [[maybe_unused]] const float* scale_gate = nullptr;
+  [[maybe_unused]] const float* scale_up = nullptr;
+  if constexpr (F::kFp8) {
+    const int64_t kb = (a.hidden + kScaleBlock - 1) / kScaleBlock;
+    const int64_t nb = (2 * a.inter + kScaleBlock - 1) / kScaleBlock;
+    const float* scale_e = a.w13_scale + static_cast<int64_t>(e) * nb * kb;
+    scale_gate = scale_e + (first / kScaleBlock) * kb;
+    scale_up = scale_e + ((a.inter + first) / kScaleBlock) * kb;
   }
   // The first step's weights head for L2 while x is staged.
   if (active) {
@@ -95,11 +160,11 @@ __global__ void __launch_bounds__(kWarps * 32) moe_gate_up_kernel(MoeExpertsArgs
       const int c = lane + 32 * u;
 #pragma unroll
       for (int v = 0; v < V; ++v) {
-        if (c < chunks) prefetch_l2(w[v] + c * 8);
+        if (c < chunks) prefetch_l2(w[v] + c * C);
       }
     }
   }
-  stage_chunks(smem4, reinterpret_cast<const float4*>(a.x + t * a.hidden), chunks);
+  stage_chunks<Q>(smem4, reinterpret_cast<const float4*>(a.x + t * a.hidden), chunks);
   __syncthreads();
   if (!active) return;
 
@@ -107,20 +172,35 @@ __global__ void __launch_bounds__(kWarps * 32) moe_gate_up_kernel(MoeExpertsArgs
 #pragma unroll
   for (int v = 0; v < V; ++v) acc[v] = 0.0f;
   for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
-    uint4 wv[U][V];
+    typename F::Vec wv[U][V];
+    // FP8: the scales of chunk c's 128-column block for the gate and the up rows, times 256.
+    [[maybe_unused]] float sg[U], su[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int c = c0 + 32 * u;
 #pragma unroll
-      for (int v = 0; v < V; ++v) wv[u][v] = c < chunks ? load_stream(w[v] + c * 8) : make_uint4(0, 0, 0, 0);
+      for (int v = 0; v < V; ++v) wv[u][v] = c < chunks ? load_chunk<F>(w[v] + c * C) : typename F::Vec{};
+      if constexpr (F::kFp8) {
+        const int kblock = c * C / static_cast<int>(kScaleBlock);
+        sg[u] = c < chunks ? __ldg(scale_gate + kblock) * kFp8Unscale : 0.0f;
+        su[u] = c < chunks ? __ldg(scale_up + kblock) * kFp8Unscale : 0.0f;
+      }
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int c = c0 + 32 * u;
       if (c >= chunks) break;
-      const float4 xa = smem4[c], xb = smem4[chunks + c];
+      float4 xv[Q];
 #pragma unroll
-      for (int v = 0; v < V; ++v) acc[v] = dot8(wv[u][v], xa, xb, acc[v]);
+      for (int j = 0; j < Q; ++j) xv[j] = smem4[j * chunks + c];
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        if constexpr (F::kFp8) {
+          acc[v] = fmaf(dot_chunk<F>(wv[u][v], xv, 0.0f), v < R ? sg[u] : su[u], acc[v]);
+        } else {
+          acc[v] = dot_chunk<F>(wv[u][v], xv, acc[v]);
+        }
+      }
     }
   }
   warp_reduce_scatter<V, 16>(acc, lane);
@@ -134,25 +214,35 @@ __global__ void __launch_bounds__(kWarps * 32) moe_gate_up_kernel(MoeExpertsArgs
 }
 
 // Block (token, row block): warp w computes rows n = (blockIdx.y * kWarps + w) * R + [0, R) of out[t], U chunks
-// of 8 per lane per step (R U 16-byte loads in flight).
-// kSmemH: h[t, 0..top_k) staged in shared memory (split layout); otherwise read through L1 from global memory.
-template <int R, int U, bool kSmemH>
+// per lane per step (R U loads in flight).
+// kSmemH: h[t, 0..top_k) staged in shared memory (in quarters); otherwise read through L1 from global memory.
+template <class F, int R, int U, bool kSmemH>
 __global__ void __launch_bounds__(kWarps * 32) moe_down_kernel(MoeExpertsArgs a) {
+  using T = typename F::T;
+  constexpr int C = F::kC, Q = C / 4;
   static_assert(8 % R == 0, "hidden % 8 == 0 must cover whole warps' rows");
   extern __shared__ float4 smem4[];
   __shared__ int32_t expert[kMaxTopK];  // -1: skipped pair
   __shared__ float weight[kMaxTopK];
   const int64_t t = blockIdx.x;
   const int top_k = static_cast<int>(a.top_k);
-  const int per_pair = static_cast<int>(a.inter / 8);  // chunks of 8 per h row
+  const int per_pair = static_cast<int>(a.inter / C);  // chunks per h row
   const int chunks = top_k * per_pair;                 // the token's h rows end to end
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t row0 = (static_cast<int64_t>(blockIdx.y) * kWarps + warp) * R;
   const bool active = row0 < a.hidden;
-  // Chunk q of the flattened h is chunk q % per_pair of pair j = q / per_pair; it meets the same 8 columns of
+  // Chunk q of the flattened h is chunk q % per_pair of pair j = q / per_pair; it meets the same C columns of
   // rows row0 + r of W2[e_j].
   const auto w_chunk = [&](int32_t e, int q, int j) {
-    return a.w2 + (static_cast<int64_t>(e) * a.hidden + row0) * a.inter + (q - j * per_pair) * 8;
+    return static_cast<const T*>(a.w2) + (static_cast<int64_t>(e) * a.hidden + row0) * a.inter +
+           (q - j * per_pair) * C;
+  };
+  // FP8: the scale of that chunk for rows row0 .. row0 + R - 1 (W2[e] scales: [ceil(hidden/128), ceil(inter/128)]).
+  const auto w_scale = [&](int32_t e, int q, int j) {
+    const int64_t kb = (a.inter + kScaleBlock - 1) / kScaleBlock;
+    const int64_t nb = (a.hidden + kScaleBlock - 1) / kScaleBlock;
+    return __ldg(a.w2_scale + (static_cast<int64_t>(e) * nb + row0 / kScaleBlock) * kb +
+                 (q - j * per_pair) * C / kScaleBlock);
   };
   // The first step's weights head for L2 while h is staged (expert ids read from global memory here).
   if (active) {
@@ -173,7 +263,7 @@ __global__ void __launch_bounds__(kWarps * 32) moe_down_kernel(MoeExpertsArgs a)
     weight[j] = a.weights[t * top_k + j];
   }
   const float4* h4 = reinterpret_cast<const float4*>(a.h + t * a.top_k * a.inter);
-  if constexpr (kSmemH) stage_chunks(smem4, h4, chunks);
+  if constexpr (kSmemH) stage_chunks<Q>(smem4, h4, chunks);
   __syncthreads();
   if (!active) return;
 
@@ -181,8 +271,8 @@ __global__ void __launch_bounds__(kWarps * 32) moe_down_kernel(MoeExpertsArgs a)
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.0f;
   for (int q0 = lane; q0 < chunks; q0 += 32 * U) {
-    uint4 wv[U][R];
-    float scale[U];
+    typename F::Vec wv[U][R];
+    float scale[U];  // the routing weight (FP8: times the chunk's scale times 256)
     bool on[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
@@ -191,24 +281,28 @@ __global__ void __launch_bounds__(kWarps * 32) moe_down_kernel(MoeExpertsArgs a)
       const int32_t e = q < chunks ? expert[j] : -1;
       on[u] = e >= 0;
       scale[u] = on[u] ? weight[j] : 0.0f;
-      const uint16_t* w = w_chunk(on[u] ? e : 0, q, j);
+      if constexpr (F::kFp8) {
+        if (on[u]) scale[u] *= w_scale(e, q, j) * kFp8Unscale;
+      }
+      const T* w = w_chunk(on[u] ? e : 0, q, j);
 #pragma unroll
-      for (int r = 0; r < R; ++r) wv[u][r] = on[u] ? load_stream(w + r * a.inter) : make_uint4(0, 0, 0, 0);
+      for (int r = 0; r < R; ++r) wv[u][r] = on[u] ? load_chunk<F>(w + r * a.inter) : typename F::Vec{};
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       if (!on[u]) continue;  // never touch h of a skipped pair (it is not written)
       const int q = q0 + 32 * u;
-      float4 ha, hb;
-      if constexpr (kSmemH) {
-        ha = smem4[q];
-        hb = smem4[chunks + q];
-      } else {
-        ha = __ldg(h4 + 2 * q);
-        hb = __ldg(h4 + 2 * q + 1);
+      float4 hv[Q];
+#pragma unroll
+      for (int j = 0; j < Q; ++j) {
+        if constexpr (kSmemH) {
+          hv[j] = smem4[j * chunks + q];
+        } else {
+          hv[j] = __ldg(h4 + Q * q + j);
+        }
       }
 #pragma unroll
-      for (int r = 0; r < R; ++r) acc[r] = fmaf(scale[u], dot8(wv[u][r], ha, hb, 0.0f), acc[r]);
+      for (int r = 0; r < R; ++r) acc[r] = fmaf(scale[u], dot_chunk<F>(wv[u][r], hv, 0.0f), acc[r]);
     }
   }
   warp_reduce_scatter<R, 16>(acc, lane);
@@ -243,25 +337,42 @@ Status allow_smem(Kernel kernel, size_t smem) {
   return Status::Ok();
 }
 
-// Both kernels keep 8 weight loads per lane in flight: U = 8 / (rows of weights per warp).
-template <int R>
+// Both kernels keep 8 loads of 16 bytes (or 16 of 8 bytes) per lane in flight: U = 8 / (rows of weights per
+// warp) * (16 / bytes per load).
+template <class F, int R>
 Status launch_gate_up(CudaContext& ctx, const MoeExpertsArgs& a) {
-  constexpr int U = 4 / R;
+  constexpr int U = 4 / R * (16 / static_cast<int>(sizeof(typename F::Vec)));
   const size_t smem = static_cast<size_t>(a.hidden) * sizeof(float);
-  DSI_RETURN_IF_ERROR(allow_smem(moe_gate_up_kernel<R, U>, smem));
-  moe_gate_up_kernel<R, U><<<row_grid<R>(a.num_tokens * a.top_k, a.inter), kWarps * 32, smem, ctx.stream()>>>(a);
+  DSI_RETURN_IF_ERROR(allow_smem(moe_gate_up_kernel<F, R, U>, smem));
+  moe_gate_up_kernel<F, R, U><<<row_grid<R>(a.num_tokens * a.top_k, a.inter), kWarps * 32, smem, ctx.stream()>>>(a);
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
 }
 
-template <int R, bool kSmemH>
+template <class F, int R, bool kSmemH>
 Status launch_down(CudaContext& ctx, const MoeExpertsArgs& a) {
-  constexpr int U = 8 / R;
+  constexpr int U = 8 / R * (16 / static_cast<int>(sizeof(typename F::Vec)));
   const size_t smem = kSmemH ? static_cast<size_t>(a.top_k * a.inter) * sizeof(float) : 0;
-  DSI_RETURN_IF_ERROR(allow_smem(moe_down_kernel<R, U, kSmemH>, smem));
-  moe_down_kernel<R, U, kSmemH><<<row_grid<R>(a.num_tokens, a.hidden), kWarps * 32, smem, ctx.stream()>>>(a);
+  DSI_RETURN_IF_ERROR(allow_smem(moe_down_kernel<F, R, U, kSmemH>, smem));
+  moe_down_kernel<F, R, U, kSmemH><<<row_grid<R>(a.num_tokens, a.hidden), kWarps * 32, smem, ctx.stream()>>>(a);
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
+}
+
+template <class F>
+Status launch_gate_up(CudaContext& ctx, const MoeExpertsArgs& a) {
+  const int64_t pairs = a.num_tokens * a.top_k;
+  return rows_per_warp(ctx, pairs, a.inter) == 2 ? launch_gate_up<F, 2>(ctx, a) : launch_gate_up<F, 1>(ctx, a);
+}
+
+template <class F>
+Status launch_down(CudaContext& ctx, const MoeExpertsArgs& a) {
+  const size_t h_smem = static_cast<size_t>(a.top_k * a.inter) * sizeof(float);
+  const bool smem_h = h_smem <= std::min(kMaxSmemH, ctx.props().sharedMemPerBlockOptin - kStaticSmemRoom);
+  if (rows_per_warp(ctx, a.num_tokens, a.hidden) == 2) {
+    return smem_h ? launch_down<F, 2, true>(ctx, a) : launch_down<F, 2, false>(ctx, a);
+  }
+  return smem_h ? launch_down<F, 1, true>(ctx, a) : launch_down<F, 1, false>(ctx, a);
 }
 
 }  // namespace
@@ -269,6 +380,11 @@ Status launch_down(CudaContext& ctx, const MoeExpertsArgs& a) {
 Status moe_experts_gemv(CudaContext& ctx, const MoeExpertsArgs& a) {
   if (a.num_tokens < 0) return Status::InvalidArgument(str_cat("moe_experts_gemv: num_tokens ", a.num_tokens));
   if (a.top_k <= 0) return Status::InvalidArgument(str_cat("moe_experts_gemv: top_k ", a.top_k));
+  const bool fp8 = a.w_dtype == DType::kF8E4M3;
+  if (!fp8 && a.w_dtype != DType::kBF16) {
+    return Status::Unsupported(
+        str_cat("moe_experts_gemv: w_dtype ", dtype_name(a.w_dtype), " (bf16 or e4m3 with block scales)"));
+  }
   if (a.top_k > kMaxTopK) {
     return Status::Unsupported(str_cat("moe_experts_gemv: top_k ", a.top_k, " (at most ", kMaxTopK, ")"));
   }
@@ -304,16 +420,16 @@ Status moe_experts_gemv(CudaContext& ctx, const MoeExpertsArgs& a) {
       return Status::InvalidArgument(str_cat("moe_experts_gemv: ", p.name, " is not 16-byte aligned"));
     }
   }
-
-  const int64_t pairs = a.num_tokens * a.top_k;
-  DSI_RETURN_IF_ERROR(rows_per_warp(ctx, pairs, a.inter) == 2 ? launch_gate_up<2>(ctx, a)
-                                                                : launch_gate_up<1>(ctx, a));
-  const size_t h_smem = static_cast<size_t>(a.top_k * a.inter) * sizeof(float);
-  const bool smem_h = h_smem <= std::min(kMaxSmemH, ctx.props().sharedMemPerBlockOptin - kStaticSmemRoom);
-  if (rows_per_warp(ctx, a.num_tokens, a.hidden) == 2) {
-    return smem_h ? launch_down<2, true>(ctx, a) : launch_down<2, false>(ctx, a);
+  if (!fp8) {
+    DSI_RETURN_IF_ERROR(launch_gate_up<Bf16x8>(ctx, a));
+    return launch_down<Bf16x8>(ctx, a);
   }
-  return smem_h ? launch_down<1, true>(ctx, a) : launch_down<1, false>(ctx, a);
+  if (a.w13_scale == nullptr || a.w2_scale == nullptr) {
+    return Status::InvalidArgument("moe_experts_gemv: fp8 weights need w13_scale and w2_scale");
+  }
+  // 16 codes per load where the rows allow it (row starts 16-byte aligned), else 8.
+  DSI_RETURN_IF_ERROR(a.hidden % 16 == 0 ? launch_gate_up<Fp8x16>(ctx, a) : launch_gate_up<Fp8x8>(ctx, a));
+  return a.inter % 16 == 0 ? launch_down<Fp8x16>(ctx, a) : launch_down<Fp8x8>(ctx, a);
 }
 
 }  // namespace dsi::cuda

@@ -9,8 +9,10 @@
 
 #include "kernels/cuda/cuda_attention.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_fp8.h"
 #include "kernels/cuda/cuda_model_ops.h"
 #include "kernels/cuda/cuda_moe.h"
+#include "kernels/cuda/cuda_moe_grouped.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "model/moe_grouping.h"
 
@@ -105,8 +107,41 @@ void Arena::reset() {
 
 // ---- Linear and MLP -------------------------------------------------------------------------------------------
 
-Status DLinear::forward(CudaContext& ctx, const float* x, int64_t m, float* y, int64_t x_stride,
+namespace {
+// FP8 matmuls: the GEMV up to this many rows (it reads the weights once; cuBLASLt pads to 16 rows).
+constexpr int64_t kFp8GemvMaxM = 4;
+}  // namespace
+
+Status DLinear::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* y, int64_t x_stride,
                         int64_t y_stride) const {
+  if (dtype == DType::kF8E4M3) {
+    const cu::GemvFp8Args g{.x = x, .w = static_cast<const uint8_t*>(w), .w_scale = scale, .bias = bias, .y = y,
+                            .m = m, .n = n, .k = k, .x_stride = x_stride, .y_stride = y_stride};
+    if (m <= kFp8GemvMaxM) return cu::gemv_fp8(ctx, g);
+    if (k % 512 != 0 || bias != nullptr) {
+      // cuBLASLt's block-scaled FP8 needs k % 512 == 0 (see cuda_ops.h); small test models take this path.
+      return m <= 16 ? cu::gemv_fp8(ctx, g) : cu::gemm_fp8_weight_only(ctx, g);
+    }
+    // FP8 activations: per token and 128 channels (DeepSeek's scheme), then cuBLASLt with f32 output.
+    const Arena::Mark mark = arena.mark();
+    DSI_ASSIGN_OR_RETURN(uint8_t* q, arena.bytes(m * k));
+    DSI_ASSIGN_OR_RETURN(float* qs, arena.floats((k + 127) / 128 * m));
+    DSI_RETURN_IF_ERROR(cu::quantize_fp8(ctx, {.x = x, .q = q, .scale = qs, .m = m, .k = k, .x_stride = x_stride}));
+    const bool direct = y_stride == 0 || y_stride == n;
+    float* out = y;
+    if (!direct) {
+      DSI_ASSIGN_OR_RETURN(out, arena.floats(m * n));
+    }
+    DSI_RETURN_IF_ERROR(cu::gemm_fp8(ctx, {.x = q, .x_scale = qs, .w = static_cast<const uint8_t*>(w),
+                                           .w_scale = scale, .y = out, .y_dtype = DType::kF32, .m = m, .n = n,
+                                           .k = k}));
+    if (!direct) {
+      DSI_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(y, y_stride * sizeof(float), out, n * sizeof(float),
+                                                 n * sizeof(float), m, cudaMemcpyDeviceToDevice, ctx.stream()));
+    }
+    arena.rewind_to(mark);  // stream order keeps the buffers alive for the kernels just queued
+    return Status::Ok();
+  }
   MatmulArgs a;
   a.x = x;
   a.w = w;
@@ -124,11 +159,11 @@ Status DLinear::forward(CudaContext& ctx, const float* x, int64_t m, float* y, i
 Status DMlp::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out) const {
   DSI_ASSIGN_OR_RETURN(float* gu, arena.floats(m * 2 * inter));
   DSI_ASSIGN_OR_RETURN(float* act, arena.floats(m * inter));
-  DSI_RETURN_IF_ERROR(gate_up.forward(ctx, x, m, gu));
+  DSI_RETURN_IF_ERROR(gate_up.forward(ctx, arena, x, m, gu));
   profile_mark(ctx, "mlp_gate_up");
   DSI_RETURN_IF_ERROR(cu::silu_mul(ctx, {.gate = gu, .up = gu + inter, .out = act, .m = m, .d = inter,
                                          .in_stride = 2 * inter}));
-  DSI_RETURN_IF_ERROR(down.forward(ctx, act, m, out));
+  DSI_RETURN_IF_ERROR(down.forward(ctx, arena, act, m, out));
   profile_mark(ctx, "mlp_down");
   return Status::Ok();
 }
@@ -157,7 +192,7 @@ Status DGqa::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
   const int64_t t = b.num_tokens, width = (hq + 2 * hkv) * d, kw = hkv * d;
   DSI_ASSIGN_OR_RETURN(float* qkv_buf, arena.floats(t * width));
   DSI_ASSIGN_OR_RETURN(float* attn, arena.floats(t * hq * d));
-  DSI_RETURN_IF_ERROR(qkv.forward(ctx, x, t, qkv_buf));
+  DSI_RETURN_IF_ERROR(qkv.forward(ctx, arena, x, t, qkv_buf));
   profile_mark(ctx, "attn_qkv");
   RopeArgs r;
   r.positions = b.positions;
@@ -198,7 +233,7 @@ Status DGqa::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
   a.scale = scale;
   DSI_RETURN_IF_ERROR(cu::paged_attention(ctx, a));
   profile_mark(ctx, "attn_core");
-  DSI_RETURN_IF_ERROR(o.forward(ctx, attn, t, out));
+  DSI_RETURN_IF_ERROR(o.forward(ctx, arena, attn, t, out));
   profile_mark(ctx, "attn_o");
   return Status::Ok();
 }
@@ -210,7 +245,7 @@ Status DMla::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
   const int64_t fw = fused_a.n;  // [q_lora | q] then the latent
   const int64_t lat0 = fw - lw();
   DSI_ASSIGN_OR_RETURN(float* fa, arena.floats(t * fw));
-  DSI_RETURN_IF_ERROR(fused_a.forward(ctx, x, t, fa));
+  DSI_RETURN_IF_ERROR(fused_a.forward(ctx, arena, x, t, fa));
   profile_mark(ctx, "mla_a");
   float* q = fa;  // without q compression the queries are the first qw columns
   int64_t q_stride = fw;
@@ -218,7 +253,7 @@ Status DMla::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
     DSI_RETURN_IF_ERROR(cu::rmsnorm(ctx, {.x = fa, .w = q_a_norm, .y = fa, .m = t, .d = q_lora_rank,
                                           .x_stride = fw, .y_stride = fw, .eps = eps}));
     DSI_ASSIGN_OR_RETURN(q, arena.floats(t * qw));
-    DSI_RETURN_IF_ERROR(q_b.forward(ctx, fa, t, q, fw));
+    DSI_RETURN_IF_ERROR(q_b.forward(ctx, arena, fa, t, q, fw));
     q_stride = qw;
   }
   float* lat = fa + lat0;
@@ -262,7 +297,7 @@ Status DMla::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
     DSI_RETURN_IF_ERROR(attend_naive(ctx, arena, qc, b, attn));
   }
   profile_mark(ctx, absorbed ? "mla_absorbed" : "mla_naive");
-  DSI_RETURN_IF_ERROR(o.forward(ctx, attn, t, out));
+  DSI_RETURN_IF_ERROR(o.forward(ctx, arena, attn, t, out));
   profile_mark(ctx, "attn_o");
   return Status::Ok();
 }
@@ -335,7 +370,7 @@ Status DMla::attend_naive(CudaContext& ctx, Arena& arena, const float* q, const 
     DSI_ASSIGN_OR_RETURN(float* k, arena.floats(kv_len * heads * qk));
     DSI_RETURN_IF_ERROR(cu::gather_paged_rows(ctx, pool, w, b.block_tables + c * b.max_blocks, b.block_size, kv_len,
                                               w, lat));
-    DSI_RETURN_IF_ERROR(kv_b.forward(ctx, lat, kv_len, kv, w));
+    DSI_RETURN_IF_ERROR(kv_b.forward(ctx, arena, lat, kv_len, kv, w));
     DSI_RETURN_IF_ERROR(cu::copy_3d(ctx, {.src = kv, .dst = k, .n0 = kv_len, .n1 = heads, .width = nope, .s0 = kvw,
                                           .s1 = nope + v, .d0 = heads * qk, .d1 = qk}));
     DSI_RETURN_IF_ERROR(cu::copy_3d(ctx, {.src = lat + r, .dst = k + nope, .n0 = kv_len, .n1 = heads,
@@ -372,14 +407,26 @@ Status DMla::attend_naive(CudaContext& ctx, Arena& arena, const float* q, const 
 
 DLinear DMoe::expert_gate_up(int64_t e) const {
   const size_t esz = dtype_size(dtype);
+  const int64_t scales = (2 * inter + 127) / 128 * ((hidden + 127) / 128);
   return {.w = static_cast<const uint8_t*>(w13) + static_cast<size_t>(e * 2 * inter * hidden) * esz, .dtype = dtype,
-          .bias = nullptr, .n = 2 * inter, .k = hidden};
+          .scale = w13_scale != nullptr ? w13_scale + e * scales : nullptr, .bias = nullptr, .n = 2 * inter,
+          .k = hidden};
 }
 
 DLinear DMoe::expert_down(int64_t e) const {
   const size_t esz = dtype_size(dtype);
+  const int64_t scales = (hidden + 127) / 128 * ((inter + 127) / 128);
   return {.w = static_cast<const uint8_t*>(w2) + static_cast<size_t>(e * hidden * inter) * esz, .dtype = dtype,
-          .bias = nullptr, .n = hidden, .k = inter};
+          .scale = w2_scale != nullptr ? w2_scale + e * scales : nullptr, .bias = nullptr, .n = hidden, .k = inter};
+}
+
+DMoe::Path DMoe::path(int64_t m) const {
+  const bool aligned = hidden % 8 == 0 && inter % 8 == 0;
+  if (!device_routing || !aligned) return Path::kHost;
+  if (m * route.top_k <= 64 && (dtype == DType::kBF16 || dtype == DType::kF8E4M3)) return Path::kGemv;
+  // FP8 experts above the GEMV sizes: one cuBLASLt FP8 GEMM per active expert (no FP8 grouped GEMM yet).
+  if (dtype == DType::kBF16 && experts <= 1024) return Path::kGrouped;
+  return Path::kHost;
 }
 
 Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out) const {
@@ -387,7 +434,7 @@ Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, 
   DSI_ASSIGN_OR_RETURN(float* logits, arena.floats(m * experts));
   DSI_ASSIGN_OR_RETURN(int32_t* ids, arena.ints(pairs));
   DSI_ASSIGN_OR_RETURN(float* weights, arena.floats(pairs));
-  DSI_RETURN_IF_ERROR(router.forward(ctx, x, m, logits));
+  DSI_RETURN_IF_ERROR(router.forward(ctx, arena, x, m, logits));
   MoeRouteArgs r = route;
   r.logits = logits;
   r.bias = correction_bias;
@@ -403,15 +450,27 @@ Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, 
   }
   profile_mark(ctx, "moe_shared");
 
-  if (device_routing && dtype == DType::kBF16 && pairs <= 64 && hidden % 8 == 0 && inter % 8 == 0) {
+  const Path how = path(m);
+  if (how == Path::kGemv) {
     // Decode-sized batches: expert ids never leave the device.
     DSI_ASSIGN_OR_RETURN(float* h, arena.floats(pairs * inter));
     DSI_RETURN_IF_ERROR(cu::moe_experts_gemv(ctx, {.x = x, .ids = ids, .weights = weights,
-                                                   .w13 = static_cast<const uint16_t*>(w13),
-                                                   .w2 = static_cast<const uint16_t*>(w2), .h = h, .out = out,
+                                                   .w13 = w13, .w2 = w2, .h = h, .out = out,
                                                    .num_tokens = m, .top_k = top_k, .num_experts = experts,
-                                                   .hidden = hidden, .inter = inter}));
+                                                   .hidden = hidden, .inter = inter, .w_dtype = dtype,
+                                                   .w13_scale = w13_scale, .w2_scale = w2_scale}));
     profile_mark(ctx, "moe_experts_gemv");
+    return Status::Ok();
+  }
+  if (how == Path::kGrouped) {
+    // Larger batches: pairs sorted by expert on the device, one tensor-core GEMM over all active experts.
+    const size_t ws_bytes = cu::moe_grouped_workspace_bytes(m, top_k, experts, hidden, inter);
+    DSI_ASSIGN_OR_RETURN(uint8_t* ws, arena.bytes(static_cast<int64_t>(ws_bytes)));
+    DSI_RETURN_IF_ERROR(cu::moe_experts_grouped(
+        ctx, {.x = x, .ids = ids, .weights = weights, .w13 = static_cast<const uint16_t*>(w13),
+              .w2 = static_cast<const uint16_t*>(w2), .out = out, .workspace = ws, .workspace_bytes = ws_bytes,
+              .num_tokens = m, .top_k = top_k, .num_experts = experts, .hidden = hidden, .inter = inter}));
+    profile_mark(ctx, "moe_experts_grouped");
     return Status::Ok();
   }
 
@@ -437,17 +496,17 @@ Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, 
   for (int64_t e = 0; e < experts; ++e) {
     const int64_t n = first[e + 1] - first[e];
     if (n == 0) continue;
-    DSI_RETURN_IF_ERROR(expert_gate_up(e).forward(ctx, xs + first[e] * hidden, n, gu + first[e] * 2 * inter));
+    DSI_RETURN_IF_ERROR(expert_gate_up(e).forward(ctx, arena, xs + first[e] * hidden, n, gu + first[e] * 2 * inter));
   }
   DSI_RETURN_IF_ERROR(cu::silu_mul(ctx, {.gate = gu, .up = gu + inter, .out = act, .m = rows, .d = inter,
                                          .in_stride = 2 * inter}));
   for (int64_t e = 0; e < experts; ++e) {
     const int64_t n = first[e + 1] - first[e];
     if (n == 0) continue;
-    DSI_RETURN_IF_ERROR(expert_down(e).forward(ctx, act + first[e] * inter, n, ys + first[e] * hidden));
+    DSI_RETURN_IF_ERROR(expert_down(e).forward(ctx, arena, act + first[e] * inter, n, ys + first[e] * hidden));
   }
   DSI_RETURN_IF_ERROR(cu::moe_combine(ctx, ys, meta + rows, weights, m, top_k, hidden, out));
-  profile_mark(ctx, "moe_experts_grouped");
+  profile_mark(ctx, "moe_experts_host");
   return Status::Ok();
 }
 

@@ -20,6 +20,7 @@ class Arena {
   explicit Arena(CudaContext* ctx) : ctx_(ctx) {}
   Result<float*> floats(int64_t n) { return alloc_as<float>(n); }
   Result<int32_t*> ints(int64_t n) { return alloc_as<int32_t>(n); }
+  Result<uint8_t*> bytes(int64_t n) { return alloc_as<uint8_t>((n + 15) / 16 * 16); }
   void reset();  // keeps the largest block, drops the others (after a stream synchronization)
   void rewind() { offset_ = 0; current_ = 0; }
   // Rewinding to a mark reuses what was allocated after it (safe: later kernels on the one stream run after the
@@ -54,10 +55,12 @@ void profile_report(const char* title);
 
 struct DLinear {
   const void* w = nullptr;  // [n, k]
-  DType dtype = DType::kBF16;
+  DType dtype = DType::kBF16;   // bf16, f32, or FP8 e4m3 with `scale`
+  const float* scale = nullptr;  // FP8: [ceil(n / 128), ceil(k / 128)] (weight_scale_inv)
   const float* bias = nullptr;  // [n] or null
   int64_t n = 0, k = 0;
-  Status forward(CudaContext& ctx, const float* x, int64_t m, float* y, int64_t x_stride = 0,
+  // FP8 matmuls above the GEMV sizes take their quantized activations from the arena.
+  Status forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* y, int64_t x_stride = 0,
                  int64_t y_stride = 0) const;
 };
 
@@ -123,12 +126,18 @@ struct DMoe {
   MoeRouteArgs route;  // settings; pointers per call
   const void* w13 = nullptr;  // [experts, 2 * inter, hidden]
   const void* w2 = nullptr;   // [experts, hidden, inter]
-  DType dtype = DType::kBF16;
+  DType dtype = DType::kBF16;  // bf16 or FP8 e4m3 with the scales below
+  const float* w13_scale = nullptr;  // FP8: [experts, 2 * inter / 128, ceil(hidden / 128)] (inter % 128 == 0)
+  const float* w2_scale = nullptr;   // FP8: [experts, ceil(hidden / 128), inter / 128]
   int64_t experts = 0, inter = 0, hidden = 0;
   bool has_shared = false;
   DMlp shared;
   bool device_routing = true;
   Status forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out) const;
+  // Which routed-expert path forward takes for m tokens. kGemv and kGrouped keep the routing on the device
+  // (capturable in a CUDA graph); kHost reads it back and runs one matmul per active expert.
+  enum class Path { kGemv, kGrouped, kHost };
+  Path path(int64_t m) const;
   DLinear expert_gate_up(int64_t e) const;
   DLinear expert_down(int64_t e) const;
 };

@@ -22,6 +22,7 @@ using cuda_model::Arena;
 using cuda_model::BatchMeta;
 using cuda_model::DLayer;
 using cuda_model::DLinear;
+using cuda_model::DMoe;
 using cuda_model::profile_mark;
 
 class CudaDecoderModel final : public Model {
@@ -106,16 +107,6 @@ Status CudaDecoderModel::init(DecoderParts parts, const CudaModelOptions& option
   layout_.elem_bytes = 2;
   graphs_enabled_ = options.cuda_graphs;
   max_graph_tokens_ = 256;
-  for (const DecoderLayer& l : parts.layers) {
-    if (const auto* moe = std::get_if<MoeLayer>(&l.mlp)) {
-      // The conditions of DMoe::forward's device path: otherwise a step reads the routing back (no graph).
-      const GatedMlp* e0 = moe->experts().empty() ? nullptr : &moe->experts()[0];
-      const bool device_ok = e0 != nullptr && e0->gate().weight().dtype() == DType::kBF16 &&
-                             e0->gate().in_local() % 8 == 0 && e0->gate().out_local() % 8 == 0;
-      const int64_t fit = options.moe_device_routing && device_ok ? 64 / moe->route_template().top_k : 0;
-      max_graph_tokens_ = std::min(max_graph_tokens_, fit);
-    }
-  }
   DSI_ASSIGN_OR_RETURN(embedding_, up_.tensor(parts.embedding));
   embedding_dtype_ = parts.embedding.dtype();
   parts.embedding = Tensor();
@@ -193,7 +184,9 @@ Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cac
   // Forced naive MLA expands per chunk with host-side lengths, which a graph would freeze: eager only.
   bool naive_mla = false;
   for (const DLayer& l : layers_) naive_mla = naive_mla || (l.mla && l.mla_attn.mode == MlaMode::kNaive);
-  const bool graph = graphs_enabled_ && b.all_single && t <= max_graph_tokens_ && !naive_mla &&
+  bool moe_on_host = false;  // a MoE layer reads its routing back at this size (not capturable)
+  for (const DLayer& l : layers_) moe_on_host = moe_on_host || (l.moe && l.moe_mlp.path(t) == DMoe::Path::kHost);
+  const bool graph = graphs_enabled_ && b.all_single && t <= max_graph_tokens_ && !naive_mla && !moe_on_host &&
                      !cuda_model::profiling();
   if (graph) {
     // A fixed shape per (batch, context bucket): the split of the attention kernels and the table width.
@@ -304,7 +297,7 @@ Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cac
   }
   DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_logits_, logits, logit_bytes, cudaMemcpyDeviceToHost, ctx.stream()));
   DSI_RETURN_IF_ERROR(ctx.synchronize());
-  Tensor out(DType::kF32, {n_rows, vocab});
+  Tensor out = Tensor::uninitialized(DType::kF32, {n_rows, vocab});
   std::memcpy(out.raw(), host_logits_, logit_bytes);
   arena_.reset();
   profile_mark(ctx, "logits_d2h");
@@ -353,7 +346,7 @@ Status CudaDecoderModel::run_layers(const BatchMeta& b, const int64_t* dev_ids, 
   DSI_ASSIGN_OR_RETURN(float* lm_in, grow<float>(lm_in_, n_rows * h));
   DSI_RETURN_IF_ERROR(cu::gather_rows(ctx, normed, h, dev_rows, n_rows, h, lm_in, h));
   DSI_ASSIGN_OR_RETURN(float* logits, grow<float>(logits_, n_rows * vocab));
-  DSI_RETURN_IF_ERROR(lm_head_.forward(ctx, lm_in, n_rows, logits));
+  DSI_RETURN_IF_ERROR(lm_head_.forward(ctx, arena_, lm_in, n_rows, logits));
   profile_mark(ctx, "lm_head");
   return Status::Ok();
 }
@@ -367,7 +360,9 @@ Result<std::unique_ptr<Model>> build_cuda_model(const ModelConfig& config, Tenso
   if (!cuda_available()) {
     return Status::Unavailable("no CUDA device is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES); use --device cpu");
   }
-  DSI_ASSIGN_OR_RETURN(DecoderParts parts, load_decoder_parts(config, store, ShardSpec{}));
+  ModelConfig load_config = config;
+  load_config.quant.keep_fp8 = config.quant.fp8 && options.fp8_weights;
+  DSI_ASSIGN_OR_RETURN(DecoderParts parts, load_decoder_parts(load_config, store, ShardSpec{}));
   size_t pool = options.pool_bytes;
   if (pool == 0) {
     DSI_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));

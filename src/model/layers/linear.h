@@ -33,9 +33,12 @@ class Linear {
   int64_t out_local() const { return weight_.dim(0); }
   const Tensor& weight() const { return weight_; }  // [out_local, in_local], BF16 or F32
   const Tensor& bias() const { return bias_; }      // [out_local] f32 or empty
+  // FP8 weights kept as stored (QuantConfig::keep_fp8): [ceil(out/block_n), ceil(in/block_k)] f32, else empty.
+  const Tensor& weight_scale() const { return weight_scale_; }
 
  private:
   Tensor weight_;
+  Tensor weight_scale_;
   Tensor bias_;  // empty when none (or on ranks > 0 for row parallel)
 };
 

@@ -36,8 +36,12 @@ Result<MlaAttention> MlaAttention::load(TensorStore& store, const std::string& p
   DSI_ASSIGN_OR_RETURN(a.kv_a_, Linear::load(store, {prefix + ".kv_a_proj_with_mqa", hidden,
                                                      a.kv_lora_rank_ + a.rope_dim_, rep, bias}, qc));
   DSI_ASSIGN_OR_RETURN(a.kv_a_norm_, load_vector(store, prefix + ".kv_a_layernorm.weight", a.kv_lora_rank_));
+  // kv_b is always dequantized: its W_UK half is transposed per head below and its W_UV half feeds per-head
+  // products (small: heads x (nope + v) x kv_lora).
+  QuantConfig kv_b_quant = qc;
+  kv_b_quant.keep_fp8 = false;
   DSI_ASSIGN_OR_RETURN(a.kv_b_, Linear::load(store, {prefix + ".kv_b_proj", a.kv_lora_rank_,
-                                                     heads * (a.nope_ + a.v_dim_), col}, qc));
+                                                     heads * (a.nope_ + a.v_dim_), col}, kv_b_quant));
   DSI_ASSIGN_OR_RETURN(a.o_, Linear::load(store, {prefix + ".o_proj", heads * a.v_dim_, hidden, row, bias}, qc));
 
   // W_UK_h = kv_b rows [h * (nope + v), + nope) : [nope, kv_lora]; store its transpose per head in f32.

@@ -53,9 +53,12 @@ int main() {
   run_elementwise_tests(**ctx);
   run_gemm_tests(**ctx);
   run_fp8_tests(**ctx);
+  run_fp8_weights_tests(**ctx);
   run_mla_moe_tests(**ctx);
   run_attention_tests(**ctx);
+  run_model_ops_tests(**ctx);
   run_moe_experts_tests(**ctx);
+  run_moe_grouped_tests(**ctx);
   const Tally& t = tally();
   std::printf("SUMMARY: %d passed, %d failed, %d unsupported\n", t.passed, t.failed, t.unsupported);
   return t.failed == 0 ? 0 : 1;

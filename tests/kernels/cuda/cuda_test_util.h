@@ -111,8 +111,11 @@ inline void report(const std::string& name, double err, double tol) {
 void run_elementwise_tests(CudaContext& ctx);
 void run_gemm_tests(CudaContext& ctx);
 void run_fp8_tests(CudaContext& ctx);
+void run_fp8_weights_tests(CudaContext& ctx);
 void run_mla_moe_tests(CudaContext& ctx);
 void run_moe_experts_tests(CudaContext& ctx);
 void run_attention_tests(CudaContext& ctx);
+void run_model_ops_tests(CudaContext& ctx);
+void run_moe_grouped_tests(CudaContext& ctx);
 
 }  // namespace dsi::cuda_test

@@ -1,0 +1,45 @@
+// MoE routed experts as grouped GEMMs on tensor cores, for batches past the decode GEMV (cuda_moe.h) up to prefill.
+// The expert ids stay on the device: pairs are grouped by expert on the device, so a call has no host
+// synchronization, does not depend on the routing on the host, and can be captured in a CUDA graph.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cuda/cuda_ops.h"
+
+namespace dsi::cuda {
+
+// The semantics of moe_experts_gemv: for each pair p = (t, j), e = ids[t * top_k + j] (e outside
+// [0, num_experts) skips the pair):
+//   h[p, :] = silu(x[t] W13[e][0:inter]^T) * (x[t] W13[e][inter:2 inter]^T)     (gate rows, then up rows)
+//   out[t, :] += sum_j weights[t * top_k + j] * (h[p] W2[e]^T)                 (in j order: no atomics)
+// Precision: x and h are rounded to bf16 (round to nearest even) for the tensor cores; products accumulate in
+// f32, each pair's down projection is kept in f32 and combined in f32. Results are bitwise reproducible.
+//
+// Requirements: hidden and inter positive multiples of 8; num_experts <= 1024; num_tokens * top_k <= 2^30;
+// x, w13, w2, out and workspace 16-byte aligned; workspace of moe_grouped_workspace_bytes. Experts that no pair
+// chooses are never read. Five kernels on the context's stream, no allocation, no synchronization.
+struct MoeGroupedArgs {
+  const float* x = nullptr;        // [num_tokens, hidden]
+  const int32_t* ids = nullptr;    // [num_tokens, top_k]
+  const float* weights = nullptr;  // [num_tokens, top_k]
+  const uint16_t* w13 = nullptr;   // [num_experts, 2 * inter, hidden] bf16
+  const uint16_t* w2 = nullptr;    // [num_experts, hidden, inter] bf16
+  float* out = nullptr;            // [num_tokens, hidden], added into
+  void* workspace = nullptr;       // device, moe_grouped_workspace_bytes(...) bytes; contents need no init
+  size_t workspace_bytes = 0;
+  int64_t num_tokens = 0, top_k = 0, num_experts = 0, hidden = 0, inter = 0;
+  // Rows per GEMM tile: 0 chooses from the average rows per expert (32 or 64 for decode-sized batches, 128 for
+  // prefill); 32, 64 or 128 force one tile shape (tests, benchmarks).
+  int64_t block_m = 0;
+};
+
+// Workspace for a call with these sizes (about num_tokens * top_k * (4 hidden + 2 inter) bytes); it depends on
+// the sizes only, never on the routing or the tile shape.
+size_t moe_grouped_workspace_bytes(int64_t num_tokens, int64_t top_k, int64_t num_experts, int64_t hidden,
+                                   int64_t inter);
+
+Status moe_experts_grouped(CudaContext& ctx, const MoeGroupedArgs& args);
+
+}  // namespace dsi::cuda
