@@ -42,4 +42,16 @@ struct PagedAttentionArgs {
 // head_dim <= 1024, v_dim <= 1024. Long sequences are split across blocks (flash-decoding) and combined.
 Status paged_attention(CudaContext& ctx, const PagedAttentionArgs& args);
 
+// Kernel choices, for tests and timing comparisons only: paged_attention(ctx, args) uses the defaults. The
+// result is the same (up to rounding) under every choice.
+struct PagedAttentionOptions {
+  // GQA over the paged cache with 2 .. 8 query heads per kv head and head_dim, v_dim <= 128: one block per (token,
+  // kv head, split) computes the whole group. false: one block per query head (the earlier kernel).
+  bool grouped = true;
+  // Single-query kernels may split a sequence down to one 64-key tile per split when the batch is too small to
+  // fill the GPU. false: at least 4 tiles per split (the earlier rule).
+  bool short_splits = true;
+};
+Status paged_attention(CudaContext& ctx, const PagedAttentionArgs& args, const PagedAttentionOptions& options);
+
 }  // namespace dsi::cuda

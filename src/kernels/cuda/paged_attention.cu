@@ -3,12 +3,15 @@
 // the block updates the running max and sum, then each thread accumulates its output dims over the tile's keys
 // (lanes read consecutive dims of one value row: coalesced). Splits of a long sequence write (O, m, l) to a
 // workspace that attention_combine merges; one split writes the normalized output directly.
+// GQA over the paged cache takes attention_gqa_kernel instead: grid (query token, kv head, split), the block
+// computes all query heads of its kv head from one read of each K/V row.
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <type_traits>
 
+#include "kernels/cuda/bf16_load.cuh"
 #include "kernels/cuda/cuda_attention.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/warp_reduce.cuh"
@@ -20,6 +23,7 @@ constexpr int kThreads = 128;
 constexpr int kTile = 64;
 constexpr int kMaxDim = 1024;
 constexpr int kMaxVPerThread = kMaxDim / kThreads;
+constexpr int kMaxSplits = 64;
 
 struct Params {
   PagedAttentionArgs a;
@@ -522,35 +526,297 @@ __global__ void __launch_bounds__(kThreads) attention_mq_kernel(Params P) {
   }
 }
 
-// One block per (token, head): out = sum_s e^(m_s - M) O_s / sum_s e^(m_s - M) l_s.
+// GQA decode over the paged bf16 cache: one block per (query token, kv head, split) computes the `group` query heads
+// that share the kv head (padded to kG in {2, 4, 8}; padded heads have q = 0 and are not written), so each K and V
+// byte is read once per block instead of once per query head.
+//   Lane groups of kL lanes (16 when head_dim, v_dim <= 128; 8 when <= 64): lane c of a lane group holds 16-byte
+//   chunk c of the K and V rows of kGqaKeys keys, loaded together (2 * kGqaKeys loads in flight per lane), so all
+//   lanes are busy at head_dim 128 and a block covers kStep = 128 / kL * kGqaKeys keys per step.
+//   Scores: kG * kGqaKeys partial dots per lane, reduce-scattered over the lane group; the lanes owning one head's
+//   dots take its running max (xor shuffles among them) and probabilities, which reach the lane group's other
+//   lanes through shared memory between two __syncwarp.
+//   Each lane group keeps its own online softmax (m, l per head, identical in its lanes) and accumulators [kG][8]
+//   for its chunk: the key loop has no __syncthreads. The lane groups merge once at the end (weights
+//   e^(m_group - M)), then the block writes the output or its split's (O, m, l) rows: ws row (token, q head, split),
+//   as the other kernels, for attention_combine.
+// Keys per lane group per step: 4 (8 loads of 16 bytes in flight per lane); 2 at kG = 8, whose 64 accumulators
+// per lane leave fewer registers.
+template <int kG>
+constexpr int kGqaKeys = kG == 8 ? 2 : 4;
+constexpr int kMaxGroup = 8;       // larger groups (MLA absorbed: 16 .. 128 heads on one latent): per-head kernel
+constexpr int kGqaMaxChunks = 16;  // head_dim, v_dim <= 128 (16-byte chunks of 8 bf16)
+
+__device__ __forceinline__ void unpack_bf16x8(const uint4& v, float (&out)[8]) {
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    out[2 * i] = lo_bf16(w[i]);
+    out[2 * i + 1] = hi_bf16(w[i]);
+  }
+}
+
+template <int kG, int kL>
+__global__ void __launch_bounds__(kThreads) attention_gqa_kernel(Params P) {
+  constexpr int kN = kGqaKeys<kG>;
+  constexpr int kLaneGroups = kThreads / kL;          // 8 or 16
+  constexpr int kStep = kLaneGroups * kN;             // keys per block step: 32 (kL 16) or 64 (kL 8)
+  constexpr int kVals = kG * kN;                      // partial dots per lane: head g, key i at g * kN + i
+  constexpr int kOwn = kVals >= kL ? kVals / kL : 1;  // full dots per lane after the reduce-scatter
+  constexpr int kHeadLanes = kL / kG;                 // the aligned run of lanes that owns one head's dots
+  constexpr int kWidth = kL * 8;                      // dims a lane group covers (>= head_dim, v_dim)
+  constexpr int kWarps = kThreads / 32;
+  static_assert(kN % kOwn == 0 && kHeadLanes >= 1 && 32 % kL == 0 && kTile % kStep == 0);
+  const PagedAttentionArgs& a = P.a;
+  __shared__ __align__(16) float q_s[kG][kWidth];          // the group's queries, zero past head_dim and group
+  __shared__ __align__(16) float p_s[kLaneGroups][kVals];  // a step's probabilities, [head][key] per lane group
+  __shared__ float m_s[kLaneGroups][kG];                   // a step's new running max per head
+  __shared__ float gm_s[kLaneGroups][kG], gl_s[kLaneGroups][kG];
+  __shared__ float hm_s[kG], hl_s[kG];
+  __shared__ __align__(16) float red_s[kWarps][kG][kWidth];
+  const int64_t t = blockIdx.x, kvh = blockIdx.y;
+  const int split = blockIdx.z;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int grp = tid / kL, lg = tid % kL;  // lane group; lane in it = the 16-byte chunk of head_dim / v_dim
+  const int group = static_cast<int>(P.group);
+  const int v_dim = static_cast<int>(a.v_dim);
+  const int64_t h0 = kvh * P.group;  // first query head of the block
+  const int64_t seq = a.token_seq[t];
+  const int64_t kv_len = int64_t{a.token_pos[t]} + 1;
+  const int64_t start = split * P.split_len;
+  const int64_t end = min(kv_len, start + P.split_len);
+  const int64_t ws_row0 = (t * a.num_q_heads + h0) * P.splits + split;  // query head h0 + g: ws_row0 + g * splits
+  if (start >= end) {
+    if (tid < group) {
+      P.ws_ml[(ws_row0 + tid * P.splits) * 2] = -INFINITY;
+      P.ws_ml[(ws_row0 + tid * P.splits) * 2 + 1] = 0.0f;
+    }
+    return;
+  }
+  for (int i = tid; i < kG * kWidth; i += kThreads) {
+    const int g = i / kWidth, d = i % kWidth;
+    q_s[g][d] = g < group && d < a.head_dim ? a.q[t * a.q_token_stride + (h0 + g) * a.q_head_stride + d] : 0.0f;
+  }
+  const int32_t* table = a.block_tables + seq * a.max_blocks;
+  const uint32_t bs = static_cast<uint32_t>(a.block_size);
+  // Cache rows of keys kb .. kb + kN - 1, -1 from the split's end on (one 32-bit division per step).
+  auto rows_from = [&](int64_t kb, int64_t (&rows)[kN]) {
+    uint32_t b = static_cast<uint32_t>(kb) / bs, o = static_cast<uint32_t>(kb) - b * bs;
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      rows[i] = kb + i < end ? int64_t{table[b]} * a.block_size + o : -1;
+      if (++o == bs) {
+        o = 0;
+        ++b;
+      }
+    }
+  };
+  const uint16_t* kbase = a.k_pool + kvh * a.k_head_stride + lg * 8;
+  const uint16_t* vbase = a.v_pool + kvh * a.v_head_stride + lg * 8;
+  const bool k_lane = lg * 8 < a.head_dim, v_lane = lg * 8 < a.v_dim;
+  // After the reduce-scatter this lane owns the full dots v0 .. v0 + kOwn - 1: head g_own, keys i_own ...
+  const int v0 = lg * kVals / kL;
+  const int g_own = v0 / kN, i_own = v0 % kN;
+  float acc[kG][8];
+  float m_run[kG], l_run[kG];
+#pragma unroll
+  for (int g = 0; g < kG; ++g) {
+    m_run[g] = -INFINITY;
+    l_run[g] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[g][e] = 0.0f;
+  }
+  int64_t rows[kN];
+  rows_from(start + grp * kN, rows);
+  __syncthreads();  // q_s
+
+  for (int64_t t0 = start; t0 < end; t0 += kStep) {
+    const int64_t kb = t0 + grp * kN;  // this lane group's keys: kb .. kb + kN - 1
+    uint4 kr[kN], vr[kN];
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      kr[i] = vr[i] = make_uint4(0u, 0u, 0u, 0u);
+      if (rows[i] >= 0 && k_lane) kr[i] = load_stream(kbase + rows[i] * a.k_row_width);
+      if (rows[i] >= 0 && v_lane) vr[i] = load_stream(vbase + rows[i] * a.v_row_width);
+    }
+    rows_from(kb + kStep, rows);  // the next step's block-table reads overlap this step's K/V loads
+    // Scores: partial dots over this lane's chunk, then the reduce-scatter over the lane group.
+    float kf[kN][8];
+#pragma unroll
+    for (int i = 0; i < kN; ++i) unpack_bf16x8(kr[i], kf[i]);
+    float part[kVals];
+#pragma unroll
+    for (int g = 0; g < kG; ++g) {
+      const float4 qa = *reinterpret_cast<const float4*>(&q_s[g][lg * 8]);
+      const float4 qb = *reinterpret_cast<const float4*>(&q_s[g][lg * 8 + 4]);
+      const float qv[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
+#pragma unroll
+      for (int i = 0; i < kN; ++i) {
+        float dot = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) dot = fmaf(qv[e], kf[i][e], dot);
+        part[g * kN + i] = dot;
+      }
+    }
+    warp_reduce_scatter<kVals, kL / 2>(part, lane);
+    // The owners of head g_own: its max over the lane group's keys, the new running max and the probabilities.
+    float s_own[kOwn];
+    float mx = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kOwn; ++j) {
+      s_own[j] = kb + i_own + j < end ? part[j] * a.scale : -INFINITY;
+      mx = fmaxf(mx, s_own[j]);
+    }
+#pragma unroll
+    for (int o = 1; o < kHeadLanes; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    float m_old = m_run[0];
+#pragma unroll
+    for (int g = 1; g < kG; ++g) m_old = g == g_own ? m_run[g] : m_old;
+    const float m_new = fmaxf(m_old, mx);
+    const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // no key yet: p = 0
+#pragma unroll
+    for (int j = 0; j < kOwn; ++j) p_s[grp][v0 + j] = __expf(s_own[j] - m_use);
+    if (i_own == 0) m_s[grp][g_own] = m_new;
+    __syncwarp();
+    // Every lane: rescale and accumulate its value chunk for every head.
+    float vf[kN][8];
+#pragma unroll
+    for (int i = 0; i < kN; ++i) unpack_bf16x8(vr[i], vf[i]);
+#pragma unroll
+    for (int g = 0; g < kG; ++g) {
+      const float mn = m_s[grp][g];
+      const float alpha = __expf(m_run[g] - (mn == -INFINITY ? 0.0f : mn));  // m_run = -inf: 0
+      m_run[g] = mn;
+      float pg[kN];
+      float psum = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kN; ++i) {
+        pg[i] = p_s[grp][g * kN + i];
+        psum += pg[i];
+      }
+      l_run[g] = l_run[g] * alpha + psum;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        float o = acc[g][e] * alpha;
+#pragma unroll
+        for (int i = 0; i < kN; ++i) o = fmaf(pg[i], vf[i][e], o);
+        acc[g][e] = o;
+      }
+    }
+    __syncwarp();  // p_s and m_s are rewritten by the next step
+  }
+
+  // Merge the lane groups. Group 0 saw the split's first key, so every head's max M is finite.
+  if (lg == 0) {
+#pragma unroll
+    for (int g = 0; g < kG; ++g) {
+      gm_s[grp][g] = m_run[g];
+      gl_s[grp][g] = l_run[g];
+    }
+  }
+  __syncthreads();
+  if (tid < kG) {
+    float mx = -INFINITY;
+    for (int k = 0; k < kLaneGroups; ++k) mx = fmaxf(mx, gm_s[k][tid]);
+    float l = 0.0f;
+    for (int k = 0; k < kLaneGroups; ++k) l += __expf(gm_s[k][tid] - mx) * gl_s[k][tid];  // empty group: 0 * 0
+    hm_s[tid] = mx;
+    hl_s[tid] = l;
+  }
+  __syncthreads();
+#pragma unroll
+  for (int g = 0; g < kG; ++g) {
+    const float w = __expf(m_run[g] - hm_s[g]);  // a lane group that saw no key: m_run = -inf, w = 0
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      float v = acc[g][e] * w;
+#pragma unroll
+      for (int o = kL; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      acc[g][e] = v;
+    }
+  }
+  if (lane < kL) {  // the warp's first lane group (lg == lane) holds the warp's sums
+#pragma unroll
+    for (int g = 0; g < kG; ++g) {
+      *reinterpret_cast<float4*>(&red_s[warp][g][lg * 8]) = make_float4(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
+      *reinterpret_cast<float4*>(&red_s[warp][g][lg * 8 + 4]) =
+          make_float4(acc[g][4], acc[g][5], acc[g][6], acc[g][7]);
+    }
+  }
+  __syncthreads();
+  for (int i = tid; i < group * v_dim; i += kThreads) {
+    const int g = i / v_dim, d = i % v_dim;
+    float o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) o += red_s[w][g][d];
+    if (P.splits == 1) {
+      a.out[t * a.out_token_stride + (h0 + g) * a.out_head_stride + d] = o / hl_s[g];
+    } else {
+      P.ws_o[(ws_row0 + g * P.splits) * a.v_dim + d] = o;
+    }
+  }
+  if (P.splits > 1 && tid < group) {
+    P.ws_ml[(ws_row0 + tid * P.splits) * 2] = hm_s[tid];
+    P.ws_ml[(ws_row0 + tid * P.splits) * 2 + 1] = hl_s[tid];
+  }
+}
+
+// One block per (token, head): out = sum_s e^(m_s - M) O_s / sum_s e^(m_s - M) l_s. Splits that saw no key (l = 0)
+// left O unwritten and weigh 0. Warp 0 turns the (m, l) rows into weights once; splits <= kMaxSplits.
 __global__ void attention_combine_kernel(Params P) {
   const PagedAttentionArgs& a = P.a;
+  __shared__ float w[kMaxSplits];
+  __shared__ float sh_inv;
   const int64_t t = blockIdx.x / a.num_q_heads, h = blockIdx.x % a.num_q_heads;
   const int64_t base = (t * a.num_q_heads + h) * P.splits;
-  float mx = -INFINITY;
-  for (int s = 0; s < P.splits; ++s) {
-    if (P.ws_ml[(base + s) * 2 + 1] > 0.0f) mx = fmaxf(mx, P.ws_ml[(base + s) * 2]);
+  if (threadIdx.x < 32) {
+    const int lane = static_cast<int>(threadIdx.x);
+    float m[2], l[2];
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int s = lane + 32 * u;
+      l[u] = s < P.splits ? P.ws_ml[(base + s) * 2 + 1] : 0.0f;
+      m[u] = l[u] > 0.0f ? P.ws_ml[(base + s) * 2] : -INFINITY;
+    }
+    const float mx = warp_max(fmaxf(m[0], m[1]));  // split 0 holds key 0: finite
+    float denom = 0.0f;
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int s = lane + 32 * u;
+      const float ws = l[u] > 0.0f ? __expf(m[u] - mx) : 0.0f;
+      if (s < P.splits) w[s] = ws;
+      denom += ws * l[u];
+    }
+    denom = warp_sum(denom);
+    if (lane == 0) sh_inv = 1.0f / denom;
   }
-  float denom = 0.0f;
-  for (int s = 0; s < P.splits; ++s) {
-    const float l = P.ws_ml[(base + s) * 2 + 1];
-    if (l > 0.0f) denom += __expf(P.ws_ml[(base + s) * 2] - mx) * l;
-  }
-  const float inv = 1.0f / denom;
+  __syncthreads();
+  const float inv = sh_inv;
   float* out = a.out + t * a.out_token_stride + h * a.out_head_stride;
   for (int64_t d = threadIdx.x; d < a.v_dim; d += blockDim.x) {
     float acc = 0.0f;
     for (int s = 0; s < P.splits; ++s) {
-      const float l = P.ws_ml[(base + s) * 2 + 1];
-      if (l > 0.0f) acc += __expf(P.ws_ml[(base + s) * 2] - mx) * P.ws_o[(base + s) * a.v_dim + d];
+      if (w[s] > 0.0f) acc += w[s] * P.ws_o[(base + s) * a.v_dim + d];
     }
     out[d] = acc * inv;
   }
 }
 
+template <int kL>
+void launch_gqa(int64_t group, const dim3& grid, cudaStream_t stream, const Params& P) {
+  if (group <= 2) {
+    attention_gqa_kernel<2, kL><<<grid, kThreads, 0, stream>>>(P);
+  } else if (group <= 4) {
+    attention_gqa_kernel<4, kL><<<grid, kThreads, 0, stream>>>(P);
+  } else {
+    attention_gqa_kernel<8, kL><<<grid, kThreads, 0, stream>>>(P);
+  }
+}
+
 }  // namespace
 
-Status paged_attention(CudaContext& ctx, const PagedAttentionArgs& a) {
+Status paged_attention(CudaContext& ctx, const PagedAttentionArgs& a) { return paged_attention(ctx, a, {}); }
+
+Status paged_attention(CudaContext& ctx, const PagedAttentionArgs& a, const PagedAttentionOptions& options) {
   const bool paged = a.k_pool != nullptr;
   if (paged == (a.k_f32 != nullptr)) {
     return Status::InvalidArgument("paged_attention: give exactly one of k_pool (paged bf16) and k_f32");
@@ -569,28 +835,8 @@ Status paged_attention(CudaContext& ctx, const PagedAttentionArgs& a) {
     return Status::InvalidArgument("paged_attention: paged K/V need block_tables, block_size and v_pool");
   }
   if (!paged && a.v_f32 == nullptr) return Status::InvalidArgument("paged_attention: k_f32 without v_f32");
-  Params P{.a = a, .group = a.num_q_heads / a.num_kv_heads, .splits = 1, .split_len = 0, .ws_o = nullptr,
-           .ws_ml = nullptr};
-  const int64_t base = a.num_tokens * a.num_q_heads;
-  const int64_t want = (8 * int64_t{ctx.num_sms()} + base - 1) / base;
-  // At least 4 tiles per split. (Decode at batch 1 may gain from 1-tile splits: the per-tile latency chain, not
-  // bandwidth, limits a long split there; not yet measured.)
-  const int64_t most = std::max<int64_t>(1, (a.max_kv_len + 4 * kTile - 1) / (4 * kTile));
-  P.splits = static_cast<int>(std::clamp<int64_t>(want, 1, std::min<int64_t>(most, 64)));
-  P.split_len = ((a.max_kv_len + P.splits - 1) / P.splits + kTile - 1) / kTile * kTile;
-  P.splits = static_cast<int>((a.max_kv_len + P.split_len - 1) / P.split_len);
-  if (P.splits > 1) {
-    const size_t rows = static_cast<size_t>(base * P.splits);
-    DSI_ASSIGN_OR_RETURN(void* ws, ctx.scratch(rows * (a.v_dim + 2) * sizeof(float)));
-    P.ws_o = static_cast<float*>(ws);
-    P.ws_ml = P.ws_o + rows * a.v_dim;
-  } else {
-    DSI_ASSIGN_OR_RETURN(void* ws, ctx.scratch(static_cast<size_t>(base) * 2 * sizeof(float)));
-    P.ws_ml = static_cast<float*>(ws);  // written only by splits that see no key (none when splits == 1)
-  }
-  const dim3 grid(static_cast<unsigned>(a.num_tokens), static_cast<unsigned>(a.num_q_heads),
-                  static_cast<unsigned>(P.splits));
-  // The vectorized kernel needs 16-byte aligned rows and head slices; anything else takes the scalar kernel.
+  const int64_t group = a.num_q_heads / a.num_kv_heads;
+  // The vectorized kernels need 16-byte aligned rows and head slices; anything else takes the scalar kernel.
   const int64_t e = paged ? 8 : 4;
   const void* kp = paged ? static_cast<const void*>(a.k_pool) : a.k_f32;
   const void* vp = paged ? static_cast<const void*>(a.v_pool) : a.v_f32;
@@ -601,7 +847,45 @@ Status paged_attention(CudaContext& ctx, const PagedAttentionArgs& a) {
                    std::getenv("DSI_ATTENTION_SCALAR") == nullptr;
   // Prefill of one sequence: kQ queries per block (the split covers the longest of them).
   const bool mq = vec && a.single_sequence && a.num_tokens >= 2 * kQ && a.v_dim / e <= kThreads;
-  if (mq) {
+  // GQA over the paged cache (decode, or tokens of several sequences): one block per kv head and group.
+  const bool gqa = options.grouped && vec && paged && !mq && group >= 2 && group <= kMaxGroup &&
+                   a.head_dim <= 8 * kGqaMaxChunks && a.v_dim <= 8 * kGqaMaxChunks;
+  Params P{.a = a, .group = group, .splits = 1, .split_len = 0, .ws_o = nullptr, .ws_ml = nullptr};
+  // Splits over the sequence (flash-decoding): about 8 blocks per SM. A split costs, per query head, v_dim + 2
+  // floats written to the workspace and read back by the combine kernel (one more launch, a few us): per kv head
+  // 8 * group * v_dim bytes against split_len * 2 * (head_dim + v_dim) bytes of K/V, i.e. 2 * group / split_len
+  // of the K/V traffic when head_dim = v_dim (1/8 at group 4 and 64-key splits). So splits only while the grid
+  // leaves SMs idle: when the batch alone gives 8 blocks per SM there is one split. The single-query kernels may
+  // go down to one 64-key tile per split (decode at batch 1: a long split is a serial chain of per-tile load
+  // latencies); the multi-query prefill kernel keeps at least 4 tiles.
+  const int64_t blocks_per_split = a.num_tokens * (gqa ? a.num_kv_heads : a.num_q_heads);
+  const int64_t want = (8 * int64_t{ctx.num_sms()} + blocks_per_split - 1) / blocks_per_split;
+  const int64_t min_tiles = mq || !options.short_splits ? 4 : 1;
+  const int64_t most = std::max<int64_t>(1, (a.max_kv_len + min_tiles * kTile - 1) / (min_tiles * kTile));
+  P.splits = static_cast<int>(std::clamp<int64_t>(want, 1, std::min<int64_t>(most, kMaxSplits)));
+  P.split_len = ((a.max_kv_len + P.splits - 1) / P.splits + kTile - 1) / kTile * kTile;
+  P.splits = static_cast<int>((a.max_kv_len + P.split_len - 1) / P.split_len);
+  const int64_t out_rows = a.num_tokens * a.num_q_heads;
+  if (P.splits > 1) {
+    const size_t rows = static_cast<size_t>(out_rows * P.splits);
+    DSI_ASSIGN_OR_RETURN(void* ws, ctx.scratch(rows * (a.v_dim + 2) * sizeof(float)));
+    P.ws_o = static_cast<float*>(ws);
+    P.ws_ml = P.ws_o + rows * a.v_dim;
+  } else {
+    DSI_ASSIGN_OR_RETURN(void* ws, ctx.scratch(static_cast<size_t>(out_rows) * 2 * sizeof(float)));
+    P.ws_ml = static_cast<float*>(ws);  // written only by splits that see no key (none when splits == 1)
+  }
+  const dim3 grid(static_cast<unsigned>(a.num_tokens), static_cast<unsigned>(a.num_q_heads),
+                  static_cast<unsigned>(P.splits));
+  if (gqa) {
+    const dim3 gqa_grid(static_cast<unsigned>(a.num_tokens), static_cast<unsigned>(a.num_kv_heads),
+                        static_cast<unsigned>(P.splits));
+    if (a.head_dim <= 64 && a.v_dim <= 64) {
+      launch_gqa<8>(group, gqa_grid, ctx.stream(), P);
+    } else {
+      launch_gqa<16>(group, gqa_grid, ctx.stream(), P);
+    }
+  } else if (mq) {
     const dim3 mq_grid(static_cast<unsigned>((a.num_tokens + kQ - 1) / kQ), static_cast<unsigned>(a.num_q_heads),
                        static_cast<unsigned>(P.splits));
     if (paged) {
@@ -620,7 +904,7 @@ Status paged_attention(CudaContext& ctx, const PagedAttentionArgs& a) {
   }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   if (P.splits > 1) {
-    attention_combine_kernel<<<static_cast<unsigned>(base), 128, 0, ctx.stream()>>>(P);
+    attention_combine_kernel<<<static_cast<unsigned>(out_rows), 128, 0, ctx.stream()>>>(P);
     DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   }
   return Status::Ok();
