@@ -282,6 +282,7 @@ int cmd_bench(int argc, char** argv) {
         auto r = model.forward(b, cache.cache());
         if (step >= 0) elapsed += seconds_since(ts);
         if (!r.ok()) return report_error(r.status());
+        model.recycle_logits(std::move(*r));  // as the engine does after sampling
       }
       const double decode_tok_s = static_cast<double>(batch * decode_steps) / elapsed;
       const double bytes = decode_bytes_per_step(config, batch, context + decode_steps / 2 + 2, gpu ? 2.0 : 4.0,

@@ -315,6 +315,7 @@ void EngineImpl::run_step() {
     if (a.request.top_logprobs >= 0) a.pending_logprobs.push_back(logprobs_of(raw, vocab, token, a.request.top_logprobs));
     outputs.push_back({c.seq_id, token});
   }
+  model_->recycle_logits(std::move(*logits));
   for (const RequestDelta& d : scheduler_.update(outputs)) deliver(d);
 }
 

@@ -33,6 +33,10 @@ class Model {
   // Reserves cache room for the new positions. Token ids outside the vocabulary are an error.
   virtual Result<Tensor> forward(const ForwardBatch& batch, KvCache& cache) = 0;
   virtual void set_mla_mode(MlaMode mode) = 0;
+  // Hands a logits tensor from forward back once the caller is done with it; a runner may fill it again in a
+  // later step of the same shape (the GPU runner does: a fresh host buffer of batch x vocab floats page-faults
+  // at every step). Optional for callers.
+  virtual void recycle_logits(Tensor logits) { (void)logits; }
 };
 
 // Loads a Hugging Face model directory: config.json + safetensors (single or sharded).

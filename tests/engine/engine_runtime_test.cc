@@ -149,7 +149,9 @@ TEST(EngineRuntime, PreemptionUnderMemoryPressureLosesNothing) {
   for (int i = 0; i < 12; ++i) {
     Output o = collect(*handles[i]);
     EXPECT_EQ(o.ids.size(), 40u) << i;
-    if (i < 3) EXPECT_EQ(o.ids, solo[i].ids) << i;
+    if (i < 3) {
+      EXPECT_EQ(o.ids, solo[i].ids) << i;
+    }
   }
   EngineStats s = engine->stats();
   EXPECT_GT(s.preemptions_total, 0u);

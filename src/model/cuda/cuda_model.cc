@@ -33,6 +33,11 @@ class CudaDecoderModel final : public Model {
   Status init(DecoderParts parts, const CudaModelOptions& options);
 
   const ModelConfig& config() const override { return config_; }
+  void recycle_logits(Tensor logits) override {
+    if (logits.dtype() == DType::kF32 && logits.ndim() == 2 && logits.dim(1) == config_.vocab_size) {
+      spare_logits_ = std::move(logits);
+    }
+  }
   KvLayout kv_layout() const override { return layout_; }
   Result<Tensor> forward(const ForwardBatch& batch, KvCache& cache) override;
   void set_mla_mode(MlaMode mode) override {
@@ -90,6 +95,7 @@ class CudaDecoderModel final : public Model {
   int64_t max_graph_tokens_ = 0;  // decode batches up to this size can be captured
   std::map<std::tuple<int64_t, int64_t, int64_t>, Graph> graphs_;  // (batch, context bucket, table width)
   uint64_t graphs_generation_ = 0;
+  Tensor spare_logits_;  // from recycle_logits: reused by the next step of the same shape
 
  public:
   ~CudaDecoderModel() override {
@@ -297,7 +303,9 @@ Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cac
   }
   DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_logits_, logits, logit_bytes, cudaMemcpyDeviceToHost, ctx.stream()));
   DSI_RETURN_IF_ERROR(ctx.synchronize());
-  Tensor out = Tensor::uninitialized(DType::kF32, {n_rows, vocab});
+  Tensor out = spare_logits_.shape() == Shape{n_rows, vocab} ? std::move(spare_logits_)
+                                                               : Tensor::uninitialized(DType::kF32, {n_rows, vocab});
+  spare_logits_ = Tensor();
   std::memcpy(out.raw(), host_logits_, logit_bytes);
   arena_.reset();
   profile_mark(ctx, "logits_d2h");
