@@ -72,6 +72,20 @@ if has profile; then
     args=(bench --device cuda --shape "$shapes/$shape.json" --layers 4 --batch 1 32 --context 512 --decode-steps 8
           --prefill 512 --prefill-batch 1 --out /tmp/dsi-prof)
     DSI_CUDA_PROFILE=1 "$dsinfer" "${args[@]}" > /dev/null 2> "$out/profile-$shape.log"
+    ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+    if [[ -n $ncu ]]; then
+      # Per-kernel device times of 4 decode steps at batch 1 and of one prefill (Nsight Compute replays each
+      # kernel; the bench brackets the region with cudaProfilerStart/Stop).
+      for range in decode prefill; do
+        "$ncu" --profile-from-start off --metrics gpu__time_duration.sum --csv "$dsinfer" bench --device cuda \
+          --shape "$shapes/$shape.json" --layers 4 --batch 1 --context 512 --decode-steps 4 --prefill 512 \
+          --prefill-batch 1 --cuda-profiler-range $range > /tmp/ncu-$range.csv 2> /tmp/ncu-$range.log
+        steps=4; [[ $range == prefill ]] && steps=1
+        python3 "$root/scripts/ncu-summary.py" /tmp/ncu-$range.csv $steps > "$out/ncu-$shape-$range.txt" 2>&1 ||
+          tail -5 /tmp/ncu-$range.log >> "$out/ncu-$shape-$range.txt"
+        head -14 "$out/ncu-$shape-$range.txt"
+      done
+    fi
     if [[ -n $nsys ]]; then
       "$nsys" profile -o /tmp/dsi-prof-$shape --force-overwrite true "$dsinfer" "${args[@]}" > /dev/null 2>&1
       "$nsys" stats --report cuda_gpu_kern_sum --format csv /tmp/dsi-prof-$shape.nsys-rep > "$out/kern-$shape.csv" 2>&1

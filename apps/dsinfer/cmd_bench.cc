@@ -78,6 +78,16 @@ double active_params(const ModelConfig& c) {
   return params;
 }
 
+// cudaProfilerStart/Stop around a bracketed region (no-op unless `bracket`, or without the CUDA backend).
+void set_profiler_range(bool bracket, bool on) {
+#ifdef DSI_HAVE_CUDA
+  if (bracket) cuda::profiler_range(on);
+#else
+  (void)bracket;
+  (void)on;
+#endif
+}
+
 // `key` of a peer's JSON lines (hf_peer.py) for `batch` and prompt length `prompt`, or null.
 nlohmann::ordered_json peer_figure(const std::string& path, int64_t batch, int64_t prompt, const char* key) {
   if (path.empty()) return nullptr;
@@ -140,6 +150,11 @@ int cmd_bench(int argc, char** argv) {
   cli.add_option("--peer", peer_path, "JSON lines of a peer (shared/bench/hf_peer.py) to record beside ours");
   cli.add_option("--out", out_dir, "write the results as JSON to DIR/<device>-<shape>-<date>.json");
   cli.add_option("--commit", commit, "commit id recorded in the results");
+  std::string profiler_range;
+  cli.add_option("--cuda-profiler-range", profiler_range,
+                 "prefill: bracket the timed prefill of the first prefill batch, decode: the timed decode steps of "
+                 "the first batch and context, with cudaProfilerStart/Stop (for ncu/nsys --profile-from-start off)")
+      ->check(CLI::IsMember({"prefill", "decode"}));
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -212,10 +227,13 @@ int cmd_bench(int argc, char** argv) {
       for (int64_t i = 0; i < pb; ++i) {
         cache.add_chunk(b, cache.add_sequence(), 0, random_ids(rng, prefill_tokens, config.vocab_size));
       }
+      const bool bracket = gpu && profiler_range == "prefill" && rep == 1 && pb == prefill_batches.front();
+      set_profiler_range(bracket, true);
       auto tp = Clock::now();
       auto r = model.forward(b, cache.cache());
       if (!r.ok()) return report_error(r.status());
       best = static_cast<double>(pb * prefill_tokens) / seconds_since(tp);
+      set_profiler_range(bracket, false);
     }
     prefill.push_back({pb, best});
     std::fprintf(stderr, "bench: prefill %lld x %lld tokens: %.1f tok/s\n", static_cast<long long>(pb),
@@ -273,7 +291,10 @@ int cmd_bench(int argc, char** argv) {
         if (auto r = model.forward(warm, cache.cache()); !r.ok()) return report_error(r.status());
       }
       double elapsed = 0;
+      const bool bracket =
+          gpu && profiler_range == "decode" && batch == batches.front() && context == contexts.front();
       for (int64_t step = -2; step < decode_steps; ++step) {  // two untimed steps
+        if (step == 0) set_profiler_range(bracket, true);
         ForwardBatch b;
         for (int64_t i = 0; i < batch; ++i) {
           cache.add_chunk(b, slots[i], context + step + 2, random_ids(rng, 1, config.vocab_size));
@@ -284,6 +305,7 @@ int cmd_bench(int argc, char** argv) {
         if (!r.ok()) return report_error(r.status());
         model.recycle_logits(std::move(*r));  // as the engine does after sampling
       }
+      set_profiler_range(bracket, false);
       const double decode_tok_s = static_cast<double>(batch * decode_steps) / elapsed;
       const double bytes = decode_bytes_per_step(config, batch, context + decode_steps / 2 + 2, gpu ? 2.0 : 4.0,
                                                  gpu ? 1.0 : 4.0);

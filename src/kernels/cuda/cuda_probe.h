@@ -17,4 +17,8 @@ struct DeviceLimits {
 // Creates and destroys its own context (about 1.5 GB of device memory while it runs).
 Result<DeviceLimits> measure_device_limits(int device = 0);
 
+// cudaProfilerStart / cudaProfilerStop (after a device synchronization): brackets what an external profiler run
+// with --profile-from-start off (Nsight Compute, Nsight Systems) records.
+void profiler_range(bool on);
+
 }  // namespace dsi::cuda

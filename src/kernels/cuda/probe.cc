@@ -1,5 +1,7 @@
 #include "kernels/cuda/cuda_probe.h"
 
+#include <cuda_profiler_api.h>
+
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_context.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -60,6 +62,11 @@ Result<DeviceLimits> measure_device_limits(int device) {
   ctx->pool().free(w);
   ctx->pool().free(y);
   return lim;
+}
+
+void profiler_range(bool on) {
+  (void)cudaDeviceSynchronize();
+  (void)(on ? cudaProfilerStart() : cudaProfilerStop());
 }
 
 }  // namespace dsi::cuda
