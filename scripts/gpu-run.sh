@@ -84,6 +84,7 @@ if has profile; then
         python3 "$root/scripts/ncu-summary.py" /tmp/ncu-$range.csv $steps > "$out/ncu-$shape-$range.txt" 2>&1 ||
           tail -5 /tmp/ncu-$range.log >> "$out/ncu-$shape-$range.txt"
         head -14 "$out/ncu-$shape-$range.txt"
+        xz -c /tmp/ncu-$range.csv > "$out/ncu-$shape-$range.csv.xz"
       done
     fi
     if [[ -n $nsys ]]; then

@@ -14,8 +14,10 @@ for r in rows[1:]:
     if r[metric_i] != "gpu__time_duration.sum":
         continue
     v = float(r[value_i].replace(",", ""))
-    v = v / 1000.0 if r[unit_i] == "nsecond" else v * 1000.0 if r[unit_i] == "msecond" else v
-    name = r[name_i].split("(")[0].split("<")[0].replace("void ", "").strip()
+    unit = r[unit_i]
+    v = v / 1000.0 if unit in ("nsecond", "ns") else v * 1000.0 if unit in ("msecond", "ms") else v
+    name = r[name_i].replace("(anonymous namespace)::", "").replace("void ", "")
+    name = name.split("(")[0].split("<")[0].strip().split("::")[-1]
     tot[name] += v
     calls[name] += 1
 all_us = sum(tot.values())

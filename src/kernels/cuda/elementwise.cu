@@ -48,6 +48,73 @@ __global__ void __launch_bounds__(kNormThreads)
   for (int64_t i = threadIdx.x; i < d; i += kNormThreads) yr[i] = src[i] * inv_rms * w[i];
 }
 
+// The same for 16-byte aligned rows (d % 4 == 0): each thread holds V float4 chunks of the row in registers,
+// so all loads of a row are issued before any store (the loop above serializes them: its stores may alias its
+// loads) and a row is spread over up to 1024 threads. Decode rows (one token) are latency-bound: this matters.
+__device__ float block_sum_any(float v) {
+  __shared__ float partial[32];
+  __shared__ float total;
+  v = warp_sum(v);
+  const int warps = (blockDim.x + 31) >> 5;
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float s = static_cast<int>(threadIdx.x) < warps ? partial[threadIdx.x] : 0.0f;
+    s = warp_sum(s);
+    if (threadIdx.x == 0) total = s;
+  }
+  __syncthreads();
+  return total;
+}
+
+template <int V>
+__global__ void __launch_bounds__(1024)
+    rmsnorm_vec_kernel(const float* x, float* residual, const float* w, float* y, int64_t d, int64_t xs, int64_t ys,
+                       float eps) {
+  const int64_t row = blockIdx.x;
+  const int n4 = static_cast<int>(d / 4);
+  const float4* xr = reinterpret_cast<const float4*>(x + row * xs);
+  float4* rr = residual != nullptr ? reinterpret_cast<float4*>(residual + row * d) : nullptr;
+  float4 h[V];
+  float sum_sq = 0.0f;
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    const int i = threadIdx.x + j * blockDim.x;
+    h[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (i < n4) {
+      h[j] = xr[i];
+      if (rr != nullptr) {
+        const float4 r = rr[i];
+        h[j].x += r.x;
+        h[j].y += r.y;
+        h[j].z += r.z;
+        h[j].w += r.w;
+      }
+    }
+    sum_sq += h[j].x * h[j].x + h[j].y * h[j].y + h[j].z * h[j].z + h[j].w * h[j].w;
+  }
+  if (rr != nullptr) {
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      const int i = threadIdx.x + j * blockDim.x;
+      if (i < n4) rr[i] = h[j];
+    }
+  }
+  // The barriers in block_sum_any order every thread's loads of x before y (which may alias x) is written.
+  const float inv_rms = rsqrtf(block_sum_any(sum_sq) / static_cast<float>(d) + eps);
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  float4* yr = reinterpret_cast<float4*>(y + row * ys);
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < n4) {
+      const float4 g = w4[i];
+      yr[i] = make_float4(h[j].x * inv_rms * g.x, h[j].y * inv_rms * g.y, h[j].z * inv_rms * g.z,
+                          h[j].w * inv_rms * g.w);
+    }
+  }
+}
+
 // One thread per (token, head, pair).
 __global__ void rope_kernel(RopeArgs a) {
   const int64_t half = a.rot_dim / 2;
@@ -96,6 +163,33 @@ __global__ void embedding_kernel(const T* table, const int64_t* ids, float* out,
   }
 }
 
+// rmsnorm with or without the residual: the vectorized kernel where rows are 16-byte aligned, else the loop.
+Status launch_rmsnorm(CudaContext& ctx, const float* x, float* residual, const float* w, float* y, int64_t m,
+                      int64_t d, int64_t xs, int64_t ys, float eps) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const int64_t n4 = d / 4;
+  if (d % 4 == 0 && xs % 4 == 0 && ys % 4 == 0 && aligned(x) && aligned(y) && aligned(w) &&
+      (residual == nullptr || aligned(residual)) && n4 <= 8 * 1024) {
+    // About two chunks per thread (more threads for long rows), at least one warp.
+    const int64_t threads = std::min<int64_t>(1024, std::max<int64_t>(32, ((n4 + 1) / 2 + 31) / 32 * 32));
+    const int64_t v = (n4 + threads - 1) / threads;
+    const dim3 grid(static_cast<unsigned>(m)), block(static_cast<unsigned>(threads));
+    if (v <= 1) {
+      rmsnorm_vec_kernel<1><<<grid, block, 0, ctx.stream()>>>(x, residual, w, y, d, xs, ys, eps);
+    } else if (v <= 2) {
+      rmsnorm_vec_kernel<2><<<grid, block, 0, ctx.stream()>>>(x, residual, w, y, d, xs, ys, eps);
+    } else if (v <= 4) {
+      rmsnorm_vec_kernel<4><<<grid, block, 0, ctx.stream()>>>(x, residual, w, y, d, xs, ys, eps);
+    } else {
+      rmsnorm_vec_kernel<8><<<grid, block, 0, ctx.stream()>>>(x, residual, w, y, d, xs, ys, eps);
+    }
+  } else {
+    rmsnorm_kernel<<<static_cast<unsigned>(m), kNormThreads, 0, ctx.stream()>>>(x, residual, w, y, d, xs, ys, eps);
+  }
+  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  return Status::Ok();
+}
+
 unsigned grid_for(int64_t total, int max_blocks) {
   const int64_t b = (total + 255) / 256;
   return static_cast<unsigned>(b < max_blocks ? (b > 0 ? b : 1) : max_blocks);
@@ -106,20 +200,15 @@ unsigned grid_for(int64_t total, int max_blocks) {
 Status rmsnorm(CudaContext& ctx, const RmsNormArgs& a) {
   if (a.m < 0 || a.d <= 0) return Status::InvalidArgument(str_cat("rmsnorm: shape ", a.m, "x", a.d));
   if (a.m == 0) return Status::Ok();
-  rmsnorm_kernel<<<static_cast<unsigned>(a.m), kNormThreads, 0, ctx.stream()>>>(
-      a.x, nullptr, a.w, a.y, a.d, a.x_stride ? a.x_stride : a.d, a.y_stride ? a.y_stride : a.d, a.eps);
-  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
-  return Status::Ok();
+  return launch_rmsnorm(ctx, a.x, nullptr, a.w, a.y, a.m, a.d, a.x_stride ? a.x_stride : a.d,
+                        a.y_stride ? a.y_stride : a.d, a.eps);
 }
 
 Status rmsnorm_residual(CudaContext& ctx, const RmsNormResidualArgs& a) {
   if (a.m < 0 || a.d <= 0) return Status::InvalidArgument(str_cat("rmsnorm_residual: shape ", a.m, "x", a.d));
   if (a.residual == a.y) return Status::InvalidArgument("rmsnorm_residual: residual aliases y");
   if (a.m == 0) return Status::Ok();
-  rmsnorm_kernel<<<static_cast<unsigned>(a.m), kNormThreads, 0, ctx.stream()>>>(a.x, a.residual, a.w, a.y, a.d,
-                                                                                  a.d, a.d, a.eps);
-  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
-  return Status::Ok();
+  return launch_rmsnorm(ctx, a.x, a.residual, a.w, a.y, a.m, a.d, a.d, a.d, a.eps);
 }
 
 Status rope(CudaContext& ctx, const RopeArgs& a) {

@@ -128,6 +128,32 @@ __global__ void gemv_bf16_simple_kernel(GemvParams p) {
   }
 }
 
+// f32 weights at decode sizes (the MoE router, kept in f32): one warp per (row, token), float4 loads.
+// cuBLASLt runs a dot kernel plus a reduction there (two launches for a 64 x 2048 matrix).
+__global__ void gemv_f32_kernel(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
+                                int64_t k, int64_t xs, int64_t ys, bool accumulate) {
+  const int lane = threadIdx.x & 31;
+  const int64_t item = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  if (item >= n * m) return;
+  const int64_t row = item % n, t = item / n;
+  const float4* w4 = reinterpret_cast<const float4*>(w + row * k);
+  const float4* x4 = reinterpret_cast<const float4*>(x + t * xs);
+  float s = 0.0f;
+  for (int64_t i = lane; i < k / 4; i += 32) {
+    const float4 a = w4[i], b = x4[i];
+    s = fmaf(a.x, b.x, s);
+    s = fmaf(a.y, b.y, s);
+    s = fmaf(a.z, b.z, s);
+    s = fmaf(a.w, b.w, s);
+  }
+  s = warp_sum(s);
+  if (lane == 0) {
+    if (bias != nullptr) s += bias[row];
+    float* out = y + t * ys + row;
+    *out = accumulate ? *out + s : s;
+  }
+}
+
 template <int MT>
 Status launch_gemv(CudaContext& ctx, GemvParams p) {
   constexpr int R = MT >= 16 ? 2 : 4;
@@ -217,6 +243,16 @@ Status matmul(CudaContext& ctx, const MatmulArgs& a) {
   // Measured on the H100 (bench/results/cuda-kernels-*.json): our GEMV matches cuBLASLt at m = 1 and falls
   // behind from m = 2 on, so larger m goes to cuBLASLt (activations rounded to bf16).
   if (a.w_dtype == DType::kBF16 && a.m <= kGemvMaxM && a.k % 8 == 0) return gemv_bf16(ctx, a);
+  const int64_t xs = a.x_stride ? a.x_stride : a.k;
+  if (a.w_dtype == DType::kF32 && a.m > 0 && a.m <= 4 && a.n > 0 && a.k % 4 == 0 && xs % 4 == 0 &&
+      reinterpret_cast<uintptr_t>(a.w) % 16 == 0 && reinterpret_cast<uintptr_t>(a.x) % 16 == 0) {
+    const int64_t threads = a.n * a.m * 32;
+    gemv_f32_kernel<<<static_cast<unsigned>((threads + 255) / 256), 256, 0, ctx.stream()>>>(
+        a.x, static_cast<const float*>(a.w), a.bias, a.y, a.m, a.n, a.k, xs, a.y_stride ? a.y_stride : a.n,
+        a.accumulate);
+    DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+    return Status::Ok();
+  }
   return gemm_cublaslt(ctx, a);
 }
 

@@ -4,7 +4,8 @@
 // (lanes read consecutive dims of one value row: coalesced). Splits of a long sequence write (O, m, l) to a
 // workspace that attention_combine merges; one split writes the normalized output directly.
 // GQA over the paged cache takes attention_gqa_kernel instead: grid (query token, kv head, split), the block
-// computes all query heads of its kv head from one read of each K/V row.
+// computes all query heads of its kv head from one read of each K/V row. Prefill-sized chunks go to the tensor-core
+// flash kernel (flash_prefill.cu) before any of these.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -818,10 +819,18 @@ Status paged_attention(CudaContext& ctx, const PagedAttentionArgs& a) { return p
 
 Status paged_attention(CudaContext& ctx, const PagedAttentionArgs& a, const PagedAttentionOptions& options) {
   const bool paged = a.k_pool != nullptr;
-  if (paged == (a.k_f32 != nullptr)) {
-    return Status::InvalidArgument("paged_attention: give exactly one of k_pool (paged bf16) and k_f32");
+  if (int{paged} + int{a.k_f32 != nullptr} + int{a.k_bf16 != nullptr} != 1) {
+    return Status::InvalidArgument(
+        "paged_attention: give exactly one of k_pool (paged bf16), k_f32 and k_bf16 (contiguous)");
   }
   if (a.num_tokens == 0) return Status::Ok();
+  // Prefill-sized work: the tensor-core flash kernel (flash_prefill.cu). Contiguous bf16 K/V have no other kernel.
+  if (picks_flash_prefill(a, options)) return flash_prefill_attention(ctx, a);
+  if (a.k_bf16 != nullptr) {
+    return Status::Unsupported(str_cat("paged_attention: contiguous bf16 K/V need the flash prefill kernel (head_dim ",
+                                       a.head_dim, " v_dim ", a.v_dim, ", single_sequence or chunk_starts, ",
+                                       "16-byte aligned rows; see flash_prefill_supported)"));
+  }
   if (a.num_tokens < 0 || a.num_q_heads <= 0 || a.num_kv_heads <= 0 || a.num_q_heads % a.num_kv_heads != 0) {
     return Status::InvalidArgument(str_cat("paged_attention: tokens ", a.num_tokens, " q heads ", a.num_q_heads,
                                            " kv heads ", a.num_kv_heads));

@@ -182,6 +182,13 @@ cu::PagedAttentionArgs paged_args(const BatchMeta& b) {
   a.num_tokens = b.num_tokens;
   a.max_kv_len = b.max_kv_len;
   a.single_sequence = b.num_seqs == 1;
+  if (!b.any_single && b.num_seqs > 1) {
+    // Prefill of several sequences: chunk boundaries let the flash prefill kernel take the whole batch (steps
+    // with decode tokens keep the per-token kernels, which share K/V loads across a GQA group).
+    a.chunk_starts = b.chunk_starts;
+    a.num_chunks = b.num_seqs;
+    a.max_chunk_tokens = b.max_chunk_tokens;
+  }
   return a;
 }
 }  // namespace
@@ -397,7 +404,23 @@ Status DMla::attend_naive(CudaContext& ctx, Arena& arena, const float* q, const 
     a.max_kv_len = kv_len;
     a.scale = scale;
     a.single_sequence = true;
-    DSI_RETURN_IF_ERROR(cu::paged_attention(ctx, a));
+    cu::PagedAttentionArgs bf = a;  // the same with bf16 copies of K and V, if the flash prefill kernel takes it
+    bf.k_f32 = bf.v_f32 = nullptr;
+    bf.k_bf16 = bf.v_bf16 = reinterpret_cast<const uint16_t*>(k);  // placeholders for the check
+    if (n >= 16 && cu::picks_flash_prefill(bf)) {
+      // The tensor-core kernel streams bf16 K/V with cp.async (f32 it converts while loading, slower).
+      DSI_ASSIGN_OR_RETURN(uint8_t* kb_bytes, arena.bytes(kv_len * heads * qk * 2));
+      DSI_ASSIGN_OR_RETURN(uint8_t* vb_bytes, arena.bytes(kv_len * kvw * 2));
+      auto* kb = reinterpret_cast<uint16_t*>(kb_bytes);
+      auto* vb = reinterpret_cast<uint16_t*>(vb_bytes);
+      DSI_RETURN_IF_ERROR(cu::f32_to_bf16(ctx, k, kb, kv_len, heads * qk, heads * qk));
+      DSI_RETURN_IF_ERROR(cu::f32_to_bf16(ctx, kv, vb, kv_len, kvw, kvw));
+      bf.k_bf16 = kb;
+      bf.v_bf16 = vb + nope;
+      DSI_RETURN_IF_ERROR(cu::paged_attention(ctx, bf));
+    } else {
+      DSI_RETURN_IF_ERROR(cu::paged_attention(ctx, a));
+    }
     row += n;
   }
   return Status::Ok();

@@ -87,6 +87,8 @@ struct BatchMeta {
   const int32_t* slots = nullptr;           // [T] cache row of each new token
   const int32_t* seq_lens = nullptr;        // [T] token_pos + 1 (the MLA decode kernel's lengths)
   const int32_t* block_tables = nullptr;    // [num_seqs, max_blocks]
+  const int32_t* chunk_starts = nullptr;    // [num_seqs + 1] first token of each chunk, then num_tokens
+  int64_t max_chunk_tokens = 0;
   std::vector<int64_t> chunk_start, chunk_tokens;  // host copies per chunk
 };
 

@@ -208,7 +208,7 @@ Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cac
   }
   const auto n_rows = static_cast<int64_t>(rows.size());
   const size_t off_pos64 = static_cast<size_t>(t) * 8, off_i32 = off_pos64 + static_cast<size_t>(t) * 8;
-  const size_t n_i32 = static_cast<size_t>(4 * t + num_seqs * b.max_blocks + n_rows);
+  const size_t n_i32 = static_cast<size_t>(4 * t + num_seqs * b.max_blocks + n_rows + num_seqs + 1);
   host_meta_.assign(off_i32 + n_i32 * 4, 0);
   auto* ids64 = reinterpret_cast<int64_t*>(host_meta_.data());
   auto* pos64 = reinterpret_cast<int64_t*>(host_meta_.data() + off_pos64);
@@ -231,6 +231,14 @@ Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cac
     }
   }
   std::copy(rows.begin(), rows.end(), logit_rows);
+  int32_t* chunk_starts = logit_rows + n_rows;
+  for (int64_t s = 0, at = 0; s <= num_seqs; ++s) {
+    chunk_starts[s] = static_cast<int32_t>(at);
+    if (s < num_seqs) {
+      at += batch.chunks[s].num_tokens;
+      b.max_chunk_tokens = std::max(b.max_chunk_tokens, batch.chunks[s].num_tokens);
+    }
+  }
   DSI_ASSIGN_OR_RETURN(uint8_t* meta, grow<uint8_t>(meta_, static_cast<int64_t>(host_meta_.size())));
   DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta, host_meta_.data(), host_meta_.size(), cudaMemcpyHostToDevice,
                                            ctx.stream()));
@@ -243,6 +251,7 @@ Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cac
   b.seq_lens = d32 + 3 * t;
   b.block_tables = d32 + 4 * t;
   const int32_t* dev_rows = b.block_tables + num_seqs * b.max_blocks;
+  b.chunk_starts = dev_rows + n_rows;
 
   DSI_ASSIGN_OR_RETURN(float* logits, grow<float>(logits_, n_rows * vocab));
   if (graph) {

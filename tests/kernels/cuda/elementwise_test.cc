@@ -107,6 +107,16 @@ void run_elementwise_tests(CudaContext& ctx) {
   test_rmsnorm(ctx, 4, 7168, 7168, true);
   test_rmsnorm_residual(ctx, 1, 2048);
   test_rmsnorm_residual(ctx, 7, 1001);
+  // The vectorized kernel (d % 4 == 0): 1 to 8 float4 chunks per thread, in place, strided, long rows.
+  test_rmsnorm(ctx, 2, 4, 4, false);
+  test_rmsnorm(ctx, 1, 4096, 4096, true);
+  test_rmsnorm(ctx, 6, 512, 576, false);
+  test_rmsnorm(ctx, 3, 16384, 16384, false);
+  test_rmsnorm(ctx, 2, 32768, 32768, true);
+  test_rmsnorm(ctx, 1, 32772, 32772, false);  // beyond 8 chunks per thread: the loop kernel
+  test_rmsnorm_residual(ctx, 12, 7168);
+  test_rmsnorm_residual(ctx, 1, 4096);
+  test_rmsnorm_residual(ctx, 3, 12);
   test_rope(ctx, RopeStyle::kNeox, 5, 3, 128, 128, 0);
   test_rope(ctx, RopeStyle::kNeox, 9, 4, 80, 64, 0);        // partial rotary (Phi-style prefix)
   test_rope(ctx, RopeStyle::kInterleaved, 7, 16, 192, 64, 128);  // MLA: rope on the last 64 dims of q

@@ -79,6 +79,11 @@ void run_gemm_tests(CudaContext& ctx) {
   test_matmul(ctx, {.m = 300, .n = 1000, .k = 512, .path = Path::kCublas, .accumulate = true, .x_pad = 8, .y_pad = 4});
   test_matmul(ctx, {.m = 2, .n = 100, .k = 512, .path = Path::kCublas});
   test_matmul(ctx, {.m = 33, .n = 70, .k = 130, .w_dtype = DType::kF32, .path = Path::kDispatch, .bias = true});
+  // f32 weights at decode sizes (the MoE router): our f32 GEMV through the dispatcher.
+  test_matmul(ctx, {.m = 1, .n = 64, .k = 2048, .w_dtype = DType::kF32, .path = Path::kDispatch});
+  test_matmul(ctx, {.m = 4, .n = 256, .k = 7168, .w_dtype = DType::kF32, .path = Path::kDispatch, .bias = true,
+                    .accumulate = true, .x_pad = 4, .y_pad = 3});
+  test_matmul(ctx, {.m = 3, .n = 16, .k = 132, .w_dtype = DType::kF32, .path = Path::kDispatch, .x_pad = 2});
   test_matmul(ctx, {.m = 5, .n = 2048, .k = 2048, .path = Path::kDispatch});
   test_matmul(ctx, {.m = 40, .n = 96, .k = 4096, .path = Path::kDispatch});
   test_gemm_bf16(ctx, 128, 256, 512, DType::kF32);
