@@ -211,16 +211,11 @@ Status DGqa::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
   r.token_stride = width;
   r.head_stride = d;
   r.x = qkv_buf;
-  r.num_heads = hq;
+  r.num_heads = hq + hkv;  // q heads then k heads: one rotation
   DSI_RETURN_IF_ERROR(cu::rope(ctx, r));
-  r.x = qkv_buf + hq * d;
-  r.num_heads = hkv;
-  DSI_RETURN_IF_ERROR(cu::rope(ctx, r));
+  // K and V of a token sit side by side in qkv_buf and in the cache row: one write.
   DSI_RETURN_IF_ERROR(cu::kv_write(ctx, {.src = qkv_buf + hq * d, .src_stride = width, .pool = k_pool,
-                                         .row_width = kw, .col0 = 0, .width = kw, .slots = b.slots,
-                                         .num_tokens = t}));
-  DSI_RETURN_IF_ERROR(cu::kv_write(ctx, {.src = qkv_buf + (hq + hkv) * d, .src_stride = width, .pool = v_pool,
-                                         .row_width = kw, .col0 = 0, .width = kw, .slots = b.slots,
+                                         .row_width = 2 * kw, .col0 = 0, .width = 2 * kw, .slots = b.slots,
                                          .num_tokens = t}));
   profile_mark(ctx, "attn_rope_kv");
   cu::PagedAttentionArgs a = paged_args(b);
@@ -229,7 +224,7 @@ Status DGqa::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
   a.q_head_stride = d;
   a.k_pool = k_pool;
   a.v_pool = v_pool;
-  a.k_row_width = a.v_row_width = kw;
+  a.k_row_width = a.v_row_width = 2 * kw;
   a.k_head_stride = a.v_head_stride = d;
   a.out = attn;
   a.out_token_stride = hq * d;

@@ -97,8 +97,8 @@ struct DGqa {
   DRope rope;
   int64_t hq = 0, hkv = 0, d = 0;
   float scale = 1.0f;
-  uint16_t* k_pool = nullptr;
-  uint16_t* v_pool = nullptr;  // [rows, hkv * d] bf16
+  uint16_t* k_pool = nullptr;  // [rows, 2 * hkv * d] bf16: K then V of each cached token
+  uint16_t* v_pool = nullptr;  // k_pool + hkv * d
   Status forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out) const;
 };
 

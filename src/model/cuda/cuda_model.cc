@@ -83,7 +83,7 @@ class CudaDecoderModel final : public Model {
   std::vector<DLayer> layers_;
   // KV pools per layer (bf16 rows), sized for kv_blocks_ blocks.
   int64_t kv_blocks_ = 0, kv_block_size_ = 0;
-  std::vector<DeviceBuffer<uint8_t>> k_pools_, v_pools_;
+  std::vector<DeviceBuffer<uint8_t>> kv_pools_;
   // Per-forward buffers, grown on demand.
   DeviceBuffer<uint8_t> meta_, x_, normed_, branch_, lm_in_, logits_;
   std::vector<uint8_t> host_meta_;
@@ -133,14 +133,13 @@ Status CudaDecoderModel::ensure_kv(const KvCache& cache) {
   const int64_t blocks = std::max(cache.num_blocks(), kv_block_size_ == bs ? 2 * kv_blocks_ : int64_t{0});
   const size_t old_rows = static_cast<size_t>(kv_blocks_ * kv_block_size_);
   const bool keep = kv_block_size_ == bs;
-  k_pools_.resize(layers_.size());
-  v_pools_.resize(layers_.size());
+  kv_pools_.resize(layers_.size());
   for (size_t l = 0; l < layers_.size(); ++l) {
     DLayer& layer = layers_[l];
-    const int64_t kw = layer.mla ? layer.mla_attn.lw() : layer.gqa.hkv * layer.gqa.d;
-    const int64_t vw = layer.mla ? 0 : kw;
-    for (auto [pool, width] : {std::pair{&k_pools_[l], kw}, std::pair{&v_pools_[l], vw}}) {
-      if (width == 0) continue;
+    // One pool per layer: the MLA latent rows, or GQA rows of K then V (one KV write per step fills both).
+    const int64_t width = layer.mla ? layer.mla_attn.lw() : 2 * layer.gqa.hkv * layer.gqa.d;
+    DeviceBuffer<uint8_t>* pool = &kv_pools_[l];
+    {
       const size_t bytes = static_cast<size_t>(blocks * bs * width) * 2;
       DSI_ASSIGN_OR_RETURN(void* p, ctx_->pool().alloc(bytes));
       // Zeros, so that rows nobody wrote (a benchmark's reserved context) hold numbers, not stale bits.
@@ -153,10 +152,10 @@ Status CudaDecoderModel::ensure_kv(const KvCache& cache) {
       *pool = DeviceBuffer<uint8_t>(&ctx_->pool(), static_cast<uint8_t*>(p), bytes);
     }
     if (layer.mla) {
-      layer.mla_attn.pool = reinterpret_cast<uint16_t*>(k_pools_[l].get());
+      layer.mla_attn.pool = reinterpret_cast<uint16_t*>(kv_pools_[l].get());
     } else {
-      layer.gqa.k_pool = reinterpret_cast<uint16_t*>(k_pools_[l].get());
-      layer.gqa.v_pool = reinterpret_cast<uint16_t*>(v_pools_[l].get());
+      layer.gqa.k_pool = reinterpret_cast<uint16_t*>(kv_pools_[l].get());
+      layer.gqa.v_pool = layer.gqa.k_pool + layer.gqa.hkv * layer.gqa.d;
     }
   }
   kv_blocks_ = blocks;
