@@ -280,9 +280,9 @@ Status DMla::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
   DSI_RETURN_IF_ERROR(cu::rope(ctx, rp));
   DSI_RETURN_IF_ERROR(cu::kv_write(ctx, {.src = lat, .src_stride = fw, .pool = pool, .row_width = lw(), .col0 = 0,
                                          .width = lw(), .slots = b.slots, .num_tokens = t}));
-  // Contiguous queries [t, heads, qk] for the attention paths.
+  // Contiguous queries [t, heads, qk] for the attention paths (one token is contiguous at any row stride).
   float* qc = q;
-  if (q_stride != qw) {
+  if (q_stride != qw && t > 1) {
     DSI_ASSIGN_OR_RETURN(qc, arena.floats(t * qw));
     DSI_RETURN_IF_ERROR(cu::copy_3d(ctx, {.src = q, .dst = qc, .n0 = t, .n1 = 1, .width = qw, .s0 = q_stride,
                                           .s1 = 0, .d0 = qw, .d1 = 0}));
