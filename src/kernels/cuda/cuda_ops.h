@@ -87,8 +87,9 @@ Status f32_to_bf16(CudaContext& ctx, const float* x, uint16_t* y, int64_t m, int
 // ---- MLA absorbed decode -----------------------------------------------------------------------------------
 // One query token per sequence over its latent cache [tokens, kv_lora_rank + rope_dim] (bf16, contiguous per
 // sequence): out[b, h, :] = softmax(scale * q[b, h] . c[s]) c[s, :kv_lora_rank]. Split-K over the sequence
-// (flash-decoding) with a combine kernel; tensor cores (mma.sync bf16, q rounded to bf16, f32 accumulation).
-// Supports kv_lora_rank 512 and rope_dim 64 (DeepSeek V2/V3).
+// (flash-decoding) with a combine kernel when there is more than one split; tensor cores (mma.sync bf16, q and
+// the probabilities rounded to bf16, f32 accumulation). One block reads each latent tile for up to 64 heads
+// (mla_decode_kernels.cuh). Supports kv_lora_rank 512 and rope_dim 64 (DeepSeek V2/V3).
 struct MlaDecodeArgs {
   const float* q = nullptr;          // [batch, num_heads, kv_lora_rank + rope_dim] ([q_nope W_UK | q_pe])
   const uint16_t* cache = nullptr;   // [batch, max_tokens, kv_lora_rank + rope_dim] bf16, or the paged pool
@@ -105,5 +106,16 @@ struct MlaDecodeArgs {
   int num_splits = 0;  // 0: chosen from the SM count
 };
 Status mla_decode(CudaContext& ctx, const MlaDecodeArgs& args);
+
+// Kernel choices, for tests and timing comparisons only: mla_decode(ctx, args) uses the defaults. The result is
+// the same (up to rounding) under every choice.
+struct MlaDecodeOptions {
+  // Heads per block of the tensor-core kernel: 16, 32, 48 or 64; 0 chooses (all heads up to 64, else groups of
+  // at most 64 of equal size rounded up to 16).
+  int heads_per_block = 0;
+  // The earlier kernel: one block of 4 warps per 16 heads, 32-token tiles double-buffered, its own split rule.
+  bool legacy = false;
+};
+Status mla_decode(CudaContext& ctx, const MlaDecodeArgs& args, const MlaDecodeOptions& options);
 
 }  // namespace dsi::cuda
