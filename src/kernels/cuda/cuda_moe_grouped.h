@@ -14,18 +14,24 @@ namespace dsi::cuda {
 // [0, num_experts) skips the pair):
 //   h[p, :] = silu(x[t] W13[e][0:inter]^T) * (x[t] W13[e][inter:2 inter]^T)     (gate rows, then up rows)
 //   out[t, :] += sum_j weights[t * top_k + j] * (h[p] W2[e]^T)                 (in j order: no atomics)
-// Precision: x and h are rounded to bf16 (round to nearest even) for the tensor cores; products accumulate in
-// f32, each pair's down projection is kept in f32 and combined in f32. Results are bitwise reproducible.
+// Weights bf16 (uint16_t bit patterns) or, with w_dtype kF8E4M3, DeepSeek's FP8 as moe_experts_gemv takes them
+// (cuda_moe.h): e4m3 codes with 128x128 block scales, the weight being code * scale (weight-only FP8: the
+// activations stay bf16).
+// Precision: x and h are rounded to bf16 (round to nearest even) for the tensor cores; FP8 weights are dequantized
+// to bf16 as bf16(f32(code value * scale)) (the exact product rounded to f32, then to bf16, nearest even both);
+// products accumulate in f32, each pair's down projection is kept in f32 and combined in f32. Results are bitwise
+// reproducible.
 //
 // Requirements: hidden and inter positive multiples of 8; num_experts <= 1024; num_tokens * top_k <= 2^30;
-// x, w13, w2, out and workspace 16-byte aligned; workspace of moe_grouped_workspace_bytes. Experts that no pair
-// chooses are never read. Five kernels on the context's stream, no allocation, no synchronization.
+// x, w13, w2, out and workspace 16-byte aligned; FP8: w13_scale and w2_scale; workspace of
+// moe_grouped_workspace_bytes. Experts that no pair chooses are never read (weights nor scales). Five kernels on
+// the context's stream, no allocation, no synchronization.
 struct MoeGroupedArgs {
   const float* x = nullptr;        // [num_tokens, hidden]
   const int32_t* ids = nullptr;    // [num_tokens, top_k]
   const float* weights = nullptr;  // [num_tokens, top_k]
-  const uint16_t* w13 = nullptr;   // [num_experts, 2 * inter, hidden] bf16
-  const uint16_t* w2 = nullptr;    // [num_experts, hidden, inter] bf16
+  const void* w13 = nullptr;       // [num_experts, 2 * inter, hidden] bf16 or e4m3
+  const void* w2 = nullptr;        // [num_experts, hidden, inter] bf16 or e4m3
   float* out = nullptr;            // [num_tokens, hidden], added into
   void* workspace = nullptr;       // device, moe_grouped_workspace_bytes(...) bytes; contents need no init
   size_t workspace_bytes = 0;
@@ -33,6 +39,11 @@ struct MoeGroupedArgs {
   // Rows per GEMM tile: 0 chooses from the average rows per expert (32 or 64 for decode-sized batches, 128 for
   // prefill); 32, 64 or 128 force one tile shape (tests, benchmarks).
   int64_t block_m = 0;
+  DType w_dtype = DType::kBF16;  // kBF16 or kF8E4M3
+  // FP8 only: per expert (contiguous blocks) the scales of W13 (gate rows then up rows; row i's scale row is
+  // i / 128 over all 2 * inter rows) and of W2, as MoeExpertsArgs.
+  const float* w13_scale = nullptr;  // [num_experts, ceil(2 * inter / 128), ceil(hidden / 128)]
+  const float* w2_scale = nullptr;   // [num_experts, ceil(hidden / 128), ceil(inter / 128)]
 };
 
 // Workspace for a call with these sizes (about num_tokens * top_k * (4 hidden + 2 inter) bytes); it depends on

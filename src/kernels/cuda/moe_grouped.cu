@@ -6,19 +6,26 @@
 //   gemm 2:  Y = act W2[e]^T                                            Y   [rows, hidden] f32 (over A: dead by then)
 //   combine: out[t] += sum_j weights[t, j] Y[row(t, j)]                  (in j order)
 // Rows are dense: the valid pairs of expert 0, then of expert 1, ...; a skipped pair has no row.
-// GEMMs: block tile BM x BN x BK, 8 warps, mma.sync m16n8k16 bf16 -> f32, ldmatrix from padded shared-memory rows,
-// a kStages-deep cp.async pipeline. In gemm 1 a block's BN weight rows are BN / 2 gate rows and the matching BN / 2
-// up rows, interleaved per warp so that each thread holds the gate and up sums of the same outputs. The grid
-// covers an upper bound of the row tiles (the routing is unknown on the host): block b computes n-tile
-// b % n_tiles of row tile b / n_tiles and exits at once when the table marks that tile unused.
+// The GEMMs (moe_grouped_gemm.cuh) run on tensor cores with bf16 operands (FP8 weights dequantized to bf16 in
+// shared memory). The grid covers an upper bound of the row tiles (the routing is unknown on the host): block b
+// computes n-tile b % n_tiles of row tile b / n_tiles and exits at once when the table marks that tile unused.
 #include <algorithm>
 #include <climits>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_moe_grouped.h"
+#include "kernels/cuda/moe_grouped_gemm.cuh"
 
 namespace dsi::cuda {
 namespace {
+
+using moe_gemm::GemmParams;
+using moe_gemm::LargeTiles;
+using moe_gemm::MediumTiles;
+using moe_gemm::moe_gemm_kernel;
+using moe_gemm::pack_bf16;
+using moe_gemm::SmallTiles;
+using moe_gemm::WLoad;
 
 constexpr int64_t kMaxExperts = 1024;
 constexpr int64_t kMaxPairs = int64_t{1} << 30;
@@ -28,6 +35,7 @@ constexpr int kPlanBatch = 8;  // ids each lane loads before ranking them (loads
 constexpr int kRowThreads = 256;  // gather and combine: one block per token
 constexpr int64_t kMinBlockM = 32;
 constexpr size_t kAlign = 256;
+constexpr int64_t kScaleBlock = 128;  // DeepSeek's FP8 scale blocks: 128 x 128 weights
 
 // ---- Workspace --------------------------------------------------------------------------------------------------
 
@@ -60,42 +68,6 @@ Layout layout(int64_t pairs, int64_t num_experts, int64_t hidden, int64_t inter)
   l.act = take(n(pairs) * n(inter) * sizeof(uint16_t));
   l.total = at;
   return l;
-}
-
-// ---- Device helpers ---------------------------------------------------------------------------------------------
-
-// Round to nearest even (NaN stays NaN), as core/dtype.h f32_to_bf16; two values packed low half first.
-__device__ __forceinline__ uint32_t bf16_bits(float f) {
-  uint32_t u = __float_as_uint(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return u >> 16;
-}
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) { return bf16_bits(lo) | (bf16_bits(hi) << 16); }
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16 bytes global -> shared, bypassing L1; valid == false writes 16 zero bytes and reads nothing.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 // ---- Plan -------------------------------------------------------------------------------------------------------
@@ -274,186 +246,6 @@ __global__ void __launch_bounds__(kRowThreads) moe_combine_kernel(const float* y
   }
 }
 
-// ---- Grouped GEMM -----------------------------------------------------------------------------------------------
-
-template <int BM, int BN, int BK, int WarpsM, int WarpsN, int Stages>
-struct Tiles {
-  static constexpr int kBM = BM, kBN = BN, kBK = BK, kWarpsN = WarpsN, kStages = Stages;
-  static constexpr int kThreads = 32 * WarpsM * WarpsN;
-  static constexpr int kWM = BM / WarpsM, kWN = BN / WarpsN;  // warp tile
-  static constexpr int kMI = kWM / 16, kNJ = kWN / 8;          // mma tiles per warp
-  static constexpr int kStride = BK + 8;  // shared row stride (elements): 8 ldmatrix rows hit 8 distinct 16-byte slots
-  static constexpr int kStageElems = (BM + BN) * kStride;  // A tile, then B tile
-  static constexpr int kSmemBytes = Stages * kStageElems * 2;
-  static constexpr int kKChunks = BK / 8;                 // 16-byte chunks per tile row
-  static constexpr int kRowsPerPass = kThreads / kKChunks;  // tile rows one pass of the block copies
-  static_assert(kWM % 16 == 0 && kWN % 16 == 0, "B fragments load in pairs of n8 tiles; gate and up halves too");
-  static_assert(BK % 16 == 0 && kThreads % kKChunks == 0, "whole k16 steps, whole rows per pass");
-  static_assert(BM % kRowsPerPass == 0 && BN % kRowsPerPass == 0, "whole passes per tile");
-  static_assert(Stages >= 2, "a pipeline");
-};
-// Decode-sized groups (weight-bandwidth bound: weights read once per row tile): BM 32 or 64, long BK for bytes in
-// flight. Prefill (compute bound): 128 x 128 x 32. Each fits two blocks per SM on the H100 / H200 (227 KB).
-using SmallTiles = Tiles<32, 128, 64, 1, 8, 4>;    // 90 KB of shared memory
-using MediumTiles = Tiles<64, 128, 64, 2, 4, 4>;   // 108 KB
-using LargeTiles = Tiles<128, 128, 32, 2, 4, 4>;   // 80 KB
-
-struct GemmParams {
-  const uint16_t* a;        // [rows, k] bf16: A (gemm 1) or act (gemm 2)
-  const uint16_t* w;        // [num_experts, w_expert_stride / k, k] bf16
-  void* y;                  // [rows, n]: act bf16 (gated) or Y f32
-  const int4* tiles;        // from the plan
-  int64_t n, k;             // output columns (gated: inter; W rows [0, n) gate, [n, 2 n) up), reduction length
-  int64_t w_expert_stride;  // elements per expert in w
-  int n_tiles;
-};
-
-template <class C, bool kGated>
-__global__ void __launch_bounds__(C::kThreads, 2) moe_gemm_kernel(GemmParams p) {
-  extern __shared__ __align__(16) unsigned char gemm_smem[];
-  uint16_t* smem = reinterpret_cast<uint16_t*>(gemm_smem);
-  const int4 tile = p.tiles[blockIdx.x / p.n_tiles];
-  if (tile.x < 0) return;  // past the routed tiles: block-uniform, before any barrier
-  const int64_t row0 = tile.y;
-  const int rows = tile.z;
-  const int n_tile = static_cast<int>(blockIdx.x % p.n_tiles);
-  const uint16_t* w = p.w + tile.x * p.w_expert_stride;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int wm = warp / C::kWarpsN, wn = warp % C::kWarpsN;
-  constexpr int kHalf = C::kWN / 2;  // gated: a warp's gate (then up) columns
-  // Output columns of this block start at col0: BN of them, or BN / 2 when each needs a gate and an up row.
-  const int64_t col0 = int64_t{n_tile} * (kGated ? C::kBN / 2 : C::kBN);
-
-  // Thread tid copies chunk kc of tile rows tid / kKChunks + i * kRowsPerPass; their global rows are fixed.
-  constexpr int kAIters = C::kBM / C::kRowsPerPass, kBIters = C::kBN / C::kRowsPerPass;
-  const int kc = tid % C::kKChunks, row_in_pass = tid / C::kKChunks;
-  const uint16_t* a_src[kAIters];
-  bool a_ok[kAIters];
-#pragma unroll
-  for (int i = 0; i < kAIters; ++i) {
-    const int r = row_in_pass + i * C::kRowsPerPass;
-    a_ok[i] = r < rows;  // rows past the expert's count are zeros (never another expert's rows)
-    a_src[i] = p.a + (row0 + (a_ok[i] ? r : 0)) * p.k + kc * 8;
-  }
-  const uint16_t* b_src[kBIters];
-  bool b_ok[kBIters];
-#pragma unroll
-  for (int i = 0; i < kBIters; ++i) {
-    const int s = row_in_pass + i * C::kRowsPerPass;  // row of the B tile in shared memory
-    int64_t col, w_row;
-    if constexpr (kGated) {
-      // Warp column block s / kWN: kHalf gate rows, then the kHalf up rows of the same columns.
-      const int q = s % C::kWN;
-      col = col0 + (s / C::kWN) * kHalf + q % kHalf;
-      w_row = col + (q >= kHalf ? p.n : 0);
-    } else {
-      col = col0 + s;
-      w_row = col;
-    }
-    b_ok[i] = col < p.n;
-    b_src[i] = w + (b_ok[i] ? w_row : 0) * p.k + kc * 8;
-  }
-  const auto load_stage = [&](int stage, int kt) {
-    uint16_t* as = smem + stage * C::kStageElems;
-    uint16_t* bs = as + C::kBM * C::kStride;
-    const int64_t k_off = int64_t{kt} * C::kBK;
-    const bool k_ok = k_off + kc * 8 < p.k;  // k % 8 == 0: a chunk is wholly inside or wholly past k
-#pragma unroll
-    for (int i = 0; i < kAIters; ++i) {
-      const bool ok = a_ok[i] && k_ok;
-      cp_async16(as + (row_in_pass + i * C::kRowsPerPass) * C::kStride + kc * 8, ok ? a_src[i] + k_off : p.a, ok);
-    }
-#pragma unroll
-    for (int i = 0; i < kBIters; ++i) {
-      const bool ok = b_ok[i] && k_ok;
-      cp_async16(bs + (row_in_pass + i * C::kRowsPerPass) * C::kStride + kc * 8, ok ? b_src[i] + k_off : p.w, ok);
-    }
-  };
-
-  float acc[C::kMI][C::kNJ][4];
-#pragma unroll
-  for (int i = 0; i < C::kMI; ++i) {
-#pragma unroll
-    for (int j = 0; j < C::kNJ; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
-  }
-  const int k_tiles = static_cast<int>((p.k + C::kBK - 1) / C::kBK);
-  // One commit group per k tile (empty past the end), so that wait_group<kStages - 2> at step kt means tile kt
-  // has landed.
-#pragma unroll
-  for (int s = 0; s < C::kStages - 1; ++s) {
-    if (s < k_tiles) load_stage(s, s);
-    cp_async_commit();
-  }
-  for (int kt = 0; kt < k_tiles; ++kt) {
-    cp_async_wait<C::kStages - 2>();
-    __syncthreads();  // tile kt visible to all; every warp is done with the stage refilled below (step kt - 1)
-    const int next = kt + C::kStages - 1;
-    if (next < k_tiles) load_stage(next % C::kStages, next);
-    cp_async_commit();
-
-    const uint16_t* as = smem + (kt % C::kStages) * C::kStageElems;
-    const uint16_t* bs = as + C::kBM * C::kStride;
-#pragma unroll
-    for (int kk = 0; kk < C::kBK; kk += 16) {
-      // A 16x16: matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15); lane l addresses row l % 16, k half l / 16.
-      uint32_t af[C::kMI][4];
-#pragma unroll
-      for (int i = 0; i < C::kMI; ++i) {
-        ldmatrix_x4(af[i], as + (wm * C::kWM + i * 16 + (lane & 15)) * C::kStride + kk + (lane >> 4) * 8);
-      }
-      // B for n8 tiles j, j + 1: matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15).
-      uint32_t bf[C::kNJ][2];
-#pragma unroll
-      for (int j = 0; j < C::kNJ; j += 2) {
-        uint32_t r[4];
-        const int n = wn * C::kWN + j * 8 + (lane & 7) + ((lane >> 4) << 3);
-        ldmatrix_x4(r, bs + n * C::kStride + kk + ((lane >> 3) & 1) * 8);
-        bf[j][0] = r[0];
-        bf[j][1] = r[1];
-        bf[j + 1][0] = r[2];
-        bf[j + 1][1] = r[3];
-      }
-#pragma unroll
-      for (int i = 0; i < C::kMI; ++i) {
-#pragma unroll
-        for (int j = 0; j < C::kNJ; ++j) mma_bf16(acc[i][j], af[i], bf[j][0], bf[j][1]);
-      }
-    }
-  }
-  cp_async_wait<0>();  // only empty groups remain; leave none behind
-
-  // Accumulator c[2 h], c[2 h + 1]: row g + 8 h, columns 2 t4 and 2 t4 + 1 of the m16n8 tile.
-  const int g = lane >> 2, t4 = lane & 3;
-#pragma unroll
-  for (int i = 0; i < C::kMI; ++i) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = wm * C::kWM + i * 16 + h * 8 + g;
-      if (r >= rows) continue;
-      const int64_t row = row0 + r;
-      if constexpr (kGated) {
-        uint16_t* act = static_cast<uint16_t*>(p.y) + row * p.n;
-#pragma unroll
-        for (int j = 0; j < C::kNJ / 2; ++j) {
-          const int64_t col = col0 + wn * kHalf + j * 8 + 2 * t4;
-          if (col >= p.n) continue;  // n % 8 == 0: col + 1 < n as well
-          const float g0 = acc[i][j][2 * h], g1 = acc[i][j][2 * h + 1];
-          const float u0 = acc[i][j + C::kNJ / 2][2 * h], u1 = acc[i][j + C::kNJ / 2][2 * h + 1];
-          *reinterpret_cast<uint32_t*>(act + col) =
-              pack_bf16(g0 / (1.0f + expf(-g0)) * u0, g1 / (1.0f + expf(-g1)) * u1);
-        }
-      } else {
-        float* y = static_cast<float*>(p.y) + row * p.n;
-#pragma unroll
-        for (int j = 0; j < C::kNJ; ++j) {
-          const int64_t col = col0 + wn * C::kWN + j * 8 + 2 * t4;
-          if (col < p.n) *reinterpret_cast<float2*>(y + col) = make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
-        }
-      }
-    }
-  }
-}
-
 // ---- Host side --------------------------------------------------------------------------------------------------
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -475,9 +267,11 @@ struct GemmShape {
   size_t smem;
   int64_t bn;
 };
-GemmShape gemm_shape(int64_t bm) {
+GemmShape gemm_shape(int64_t bm, bool fp8) {
   static_assert(SmallTiles::kBN == MediumTiles::kBN && MediumTiles::kBN == LargeTiles::kBN);
-  const int smem = bm == 32 ? SmallTiles::kSmemBytes : bm == 64 ? MediumTiles::kSmemBytes : LargeTiles::kSmemBytes;
+  const auto pick = [bm](int small, int medium, int large) { return bm == 32 ? small : bm == 64 ? medium : large; };
+  const int smem = fp8 ? pick(SmallTiles::kFp8SmemBytes, MediumTiles::kFp8SmemBytes, LargeTiles::kFp8SmemBytes)
+                       : pick(SmallTiles::kSmemBytes, MediumTiles::kSmemBytes, LargeTiles::kSmemBytes);
   return {static_cast<size_t>(smem), LargeTiles::kBN};
 }
 
@@ -507,20 +301,39 @@ const int4* tiles_of(const Problem& pr) {
   return reinterpret_cast<const int4*>(static_cast<char*>(pr.a.workspace) + pr.l.tiles);
 }
 
+// One GEMM: bf16 weights, or FP8 codes in 16-byte copies where k allows (rows 16-byte aligned), else 8-byte ones.
+template <class C, bool kGated>
+Status launch_gemm(CudaContext& ctx, const GemmParams& p, bool fp8, int64_t num_tiles_bound) {
+  const int64_t blocks = num_tiles_bound * p.n_tiles;
+  if (!fp8) {
+    return launch_checked(moe_gemm_kernel<C, kGated, WLoad::kBf16>, blocks, C::kThreads, C::kSmemBytes,
+                          ctx.stream(), p);
+  }
+  if (p.k % 16 == 0) {
+    return launch_checked(moe_gemm_kernel<C, kGated, WLoad::kFp8x16>, blocks, C::kThreads, C::kFp8SmemBytes,
+                          ctx.stream(), p);
+  }
+  return launch_checked(moe_gemm_kernel<C, kGated, WLoad::kFp8x8>, blocks, C::kThreads, C::kFp8SmemBytes,
+                        ctx.stream(), p);
+}
+
 // Both GEMMs with one tile shape; the plan built the tile table for C::kBM rows per tile.
 template <class C>
 Status launch_gemms(CudaContext& ctx, const Problem& pr, int64_t num_tiles_bound) {
   const MoeGroupedArgs& a = pr.a;
-  const GemmParams up{.a = reinterpret_cast<const uint16_t*>(ay_of(pr)), .w = a.w13, .y = act_of(pr),
-                      .tiles = tiles_of(pr), .n = a.inter, .k = a.hidden, .w_expert_stride = 2 * a.inter * a.hidden,
-                      .n_tiles = static_cast<int>(ceil_div(a.inter, C::kBN / 2))};
-  const GemmParams down{.a = act_of(pr), .w = a.w2, .y = ay_of(pr), .tiles = tiles_of(pr), .n = a.hidden,
-                        .k = a.inter, .w_expert_stride = a.hidden * a.inter,
+  const bool fp8 = a.w_dtype == DType::kF8E4M3;
+  const int64_t hidden_blocks = ceil_div(a.hidden, kScaleBlock), inter_blocks = ceil_div(a.inter, kScaleBlock);
+  const GemmParams up{.a = reinterpret_cast<const uint16_t*>(ay_of(pr)), .w = a.w13, .w_scale = a.w13_scale,
+                      .y = act_of(pr), .tiles = tiles_of(pr), .n = a.inter, .k = a.hidden,
+                      .w_expert_stride = 2 * a.inter * a.hidden,
+                      .scale_expert_stride = ceil_div(2 * a.inter, kScaleBlock) * hidden_blocks,
+                      .k_blocks = hidden_blocks, .n_tiles = static_cast<int>(ceil_div(a.inter, C::kBN / 2))};
+  const GemmParams down{.a = act_of(pr), .w = a.w2, .w_scale = a.w2_scale, .y = ay_of(pr), .tiles = tiles_of(pr),
+                        .n = a.hidden, .k = a.inter, .w_expert_stride = a.hidden * a.inter,
+                        .scale_expert_stride = hidden_blocks * inter_blocks, .k_blocks = inter_blocks,
                         .n_tiles = static_cast<int>(ceil_div(a.hidden, C::kBN))};
-  DSI_RETURN_IF_ERROR(launch_checked(moe_gemm_kernel<C, true>, num_tiles_bound * up.n_tiles, C::kThreads,
-                                     C::kSmemBytes, ctx.stream(), up));
-  return launch_checked(moe_gemm_kernel<C, false>, num_tiles_bound * down.n_tiles, C::kThreads, C::kSmemBytes,
-                        ctx.stream(), down);
+  DSI_RETURN_IF_ERROR((launch_gemm<C, true>(ctx, up, fp8, num_tiles_bound)));
+  return launch_gemm<C, false>(ctx, down, fp8, num_tiles_bound);
 }
 
 }  // namespace
@@ -534,6 +347,10 @@ size_t moe_grouped_workspace_bytes(int64_t num_tokens, int64_t top_k, int64_t nu
 Status moe_experts_grouped(CudaContext& ctx, const MoeGroupedArgs& a) {
   if (a.num_tokens < 0) return Status::InvalidArgument(str_cat("moe_experts_grouped: num_tokens ", a.num_tokens));
   if (a.top_k <= 0) return Status::InvalidArgument(str_cat("moe_experts_grouped: top_k ", a.top_k));
+  if (a.w_dtype != DType::kBF16 && a.w_dtype != DType::kF8E4M3) {
+    return Status::Unsupported(
+        str_cat("moe_experts_grouped: w_dtype ", dtype_name(a.w_dtype), " (bf16 or e4m3 with block scales)"));
+  }
   if (a.num_experts <= 0) {
     return Status::InvalidArgument(str_cat("moe_experts_grouped: num_experts ", a.num_experts));
   }
@@ -567,6 +384,10 @@ Status moe_experts_grouped(CudaContext& ctx, const MoeGroupedArgs& a) {
       return Status::InvalidArgument(str_cat("moe_experts_grouped: ", p.name, " is not 16-byte aligned"));
     }
   }
+  const bool fp8 = a.w_dtype == DType::kF8E4M3;
+  if (fp8 && (a.w13_scale == nullptr || a.w2_scale == nullptr)) {
+    return Status::InvalidArgument("moe_experts_grouped: fp8 weights need w13_scale and w2_scale");
+  }
   const int64_t pairs = a.num_tokens * a.top_k;
   const Layout l = layout(pairs, a.num_experts, a.hidden, a.inter);
   if (a.workspace_bytes < l.total) {
@@ -581,7 +402,7 @@ Status moe_experts_grouped(CudaContext& ctx, const MoeGroupedArgs& a) {
   }
   const int64_t bm = a.block_m != 0 ? a.block_m : auto_block_m(pairs, a.num_experts);
   const int64_t num_tiles_bound = max_tiles(pairs, a.num_experts, bm);  // <= the table's capacity (bm >= 32)
-  const GemmShape shape = gemm_shape(bm);
+  const GemmShape shape = gemm_shape(bm, fp8);
   if (shape.smem > ctx.props().sharedMemPerBlockOptin) {
     return Status::Unsupported(str_cat("moe_experts_grouped: block_m ", bm, " tiles need ", shape.smem,
                                        " bytes of shared memory, the device has ",

@@ -442,8 +442,7 @@ DMoe::Path DMoe::path(int64_t m) const {
   const bool aligned = hidden % 8 == 0 && inter % 8 == 0;
   if (!device_routing || !aligned) return Path::kHost;
   if (m * route.top_k <= 64 && (dtype == DType::kBF16 || dtype == DType::kF8E4M3)) return Path::kGemv;
-  // FP8 experts above the GEMV sizes: one cuBLASLt FP8 GEMM per active expert (no FP8 grouped GEMM yet).
-  if (dtype == DType::kBF16 && experts <= 1024) return Path::kGrouped;
+  if ((dtype == DType::kBF16 || dtype == DType::kF8E4M3) && experts <= 1024) return Path::kGrouped;
   return Path::kHost;
 }
 
@@ -481,13 +480,15 @@ Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, 
     return Status::Ok();
   }
   if (how == Path::kGrouped) {
-    // Larger batches: pairs sorted by expert on the device, one tensor-core GEMM over all active experts.
+    // Larger batches: pairs sorted by expert on the device, one tensor-core GEMM over all active experts (FP8
+    // weights dequantized to bf16 tile by tile).
     const size_t ws_bytes = cu::moe_grouped_workspace_bytes(m, top_k, experts, hidden, inter);
     DSI_ASSIGN_OR_RETURN(uint8_t* ws, arena.bytes(static_cast<int64_t>(ws_bytes)));
     DSI_RETURN_IF_ERROR(cu::moe_experts_grouped(
-        ctx, {.x = x, .ids = ids, .weights = weights, .w13 = static_cast<const uint16_t*>(w13),
-              .w2 = static_cast<const uint16_t*>(w2), .out = out, .workspace = ws, .workspace_bytes = ws_bytes,
-              .num_tokens = m, .top_k = top_k, .num_experts = experts, .hidden = hidden, .inter = inter}));
+        ctx, {.x = x, .ids = ids, .weights = weights, .w13 = w13, .w2 = w2, .out = out, .workspace = ws,
+              .workspace_bytes = ws_bytes, .num_tokens = m, .top_k = top_k, .num_experts = experts,
+              .hidden = hidden, .inter = inter, .w_dtype = dtype, .w13_scale = w13_scale,
+              .w2_scale = w2_scale}));
     profile_mark(ctx, "moe_experts_grouped");
     return Status::Ok();
   }

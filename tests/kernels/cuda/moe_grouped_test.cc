@@ -6,7 +6,12 @@
 // hot expert with many row tiles beside experts nobody chose (their weights are NaN, so a stray read shows); every
 // pair skipped; each tile shape forced; DeepSeek-V2-Lite and V3 widths. The workspace starts as NaN, a rerun must
 // match bitwise, and some cases replay a CUDA graph after the ids changed on the device (so the row tiles change).
-// INFO lines time the V2-Lite 512- and 4096-token batches (not checked).
+// FP8 weights (DeepSeek-V3's e4m3 codes with 128x128 block scales): codes uniform over the finite codes (both signs,
+// subnormals to +-448), scales varying per block by up to 16x (a wrong block shows), NaN codes and scales for the
+// experts nobody chose; the reference uses the dequantized weights bf16(f32(code value * scale)) as the kernels do
+// (tolerances: see kTolRoundedFp8). Sizes with k % 16 == 8 (8-byte code copies) and k % 16 == 0, inter % 128 != 0
+// (gate and up rows of one tile in different scale rows), partial 128-blocks in both dimensions.
+// INFO lines time the V2-Lite 512- and 4096-token batches and V3 batches with bf16 and fp8 weights (not checked).
 #include <cstring>
 #include <functional>
 #include <numeric>
@@ -27,6 +32,12 @@ constexpr uint16_t kBf16NaN = 0x7fc0;
 // (bf16 x and h: about 0.25% rms error per element, and this takes the maximum over thousands of elements).
 constexpr double kTolRounded = 5e-3;  // against the reference that rounds x and h to bf16 as the kernels
 constexpr double kTolExact = 4e-2;    // against the unrounded formula
+// FP8 weights uniform over the codes are heavy-tailed (a few products dominate a sum): one bf16 rounding of h that
+// differs between the kernel's f32 sums and the reference's, or the rounding of x and h, moves the largest element
+// error more. Host emulation with f32 sums over 80 draws of the FP8 cases: at most 5.8e-3 against the rounded
+// reference and 4.4e-2 against the unrounded one. A wrong scale block or a misplaced chunk of codes gives O(0.1-1).
+constexpr double kTolRoundedFp8 = 2e-2;
+constexpr double kTolExactFp8 = 1e-1;
 
 struct GroupedCase {
   int64_t tokens, top_k, experts, hidden, inter;
@@ -37,12 +48,15 @@ struct GroupedCase {
   bool hot = false;          // every token routes expert 0: many row tiles for one expert
   bool all_skipped = false;  // every id is -1
   bool graph = false;        // also replay the call from a CUDA graph, with new ids
+  bool fp8 = false;          // e4m3 weights with block scales
 };
 
 struct GroupedInputs {
   std::vector<float> x, weights, out0;
   std::vector<int32_t> ids;
-  std::vector<uint16_t> w13, w2;  // NaN for experts that no pair chose
+  std::vector<uint16_t> w13, w2;  // NaN for experts that no pair chose; fp8: the dequantized weights
+  std::vector<uint8_t> c13, c2;   // fp8: the codes (NaN codes for experts that no pair chose)
+  std::vector<float> s13, s2;     // fp8: the block scales (NaN for experts that no pair chose)
 };
 
 // Uniform bf16 values in (-a, a) from a xorshift stream (V2-Lite's experts hold 550M weights: mt19937 is slow).
@@ -54,6 +68,43 @@ void fill_bf16(uint16_t* w, size_t n, float a, uint64_t seed) {
     s ^= s << 17;
     const float u = static_cast<float>(s >> 40) * (1.0f / 16777216.0f);  // [0, 1)
     w[i] = f32_to_bf16(a * (2.0f * u - 1.0f));
+  }
+}
+
+constexpr uint8_t kFp8NaN = 0x7f;
+
+// Uniform finite e4m3 codes, both signs, subnormals to +-448 (the NaN codes 0x7f / 0xff become 0x7e / 0xfe).
+void fill_fp8(uint8_t* c, size_t n, uint64_t seed) {
+  uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (size_t i = 0; i < n; ++i) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    const auto v = static_cast<uint8_t>(s >> 56);
+    c[i] = (v & 0x7f) == 0x7f ? v ^ 1 : v;
+  }
+}
+
+// Block scales base * 2^u, u uniform in [-2, 2].
+std::vector<float> random_scales(size_t n, float base) {
+  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+  std::vector<float> v(n);
+  for (float& s : v) s = base * std::exp2(dist(rng()));
+  return v;
+}
+
+int64_t blocks128(int64_t n) { return (n + 127) / 128; }
+
+constexpr float kCodeScaleRms = 100.0f * 1.7f * 1.7320508f;  // rms code x rms 2^u x sqrt(3)
+
+// w[r, k] = bf16(f32(code value * scale[r / 128, k / 128])) for a [rows, cols] matrix, as the kernels dequantize.
+void dequantize(const uint8_t* codes, const float* scale, int64_t rows, int64_t cols, uint16_t* w) {
+  const int64_t kb = blocks128(cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < cols; ++k) {
+      const float v = fp8e4m3_to_f32(codes[r * cols + k]) * scale[(r / 128) * kb + k / 128];
+      w[r * cols + k] = f32_to_bf16(v);
+    }
   }
 }
 
@@ -120,10 +171,30 @@ GroupedInputs make_inputs(const GroupedCase& c) {
   }
   const float a13 = 3.0f / std::sqrt(static_cast<float>(c.hidden));
   const float a2 = 3.0f / std::sqrt(static_cast<float>(c.inter));
+  if (!c.fp8) {
+    for (int64_t e = 0; e < c.experts; ++e) {
+      if (!chosen[e]) continue;
+      fill_bf16(in.w13.data() + e * e13, e13, a13, rng()());
+      fill_bf16(in.w2.data() + e * e2, e2, a2, rng()());
+    }
+    return in;
+  }
+  // Codes have an rms value near 100 and 2^u one near 1.7: these bases give the weight rms of the bf16 cases
+  // (uniform in (-a, a): a / sqrt(3)).
+  const int64_t es13 = blocks128(2 * c.inter) * blocks128(c.hidden), es2 = blocks128(c.hidden) * blocks128(c.inter);
+  in.c13.assign(c.experts * e13, kFp8NaN);
+  in.c2.assign(c.experts * e2, kFp8NaN);
+  in.s13.assign(c.experts * es13, NAN);
+  in.s2.assign(c.experts * es2, NAN);
   for (int64_t e = 0; e < c.experts; ++e) {
     if (!chosen[e]) continue;
-    fill_bf16(in.w13.data() + e * e13, e13, a13, rng()());
-    fill_bf16(in.w2.data() + e * e2, e2, a2, rng()());
+    fill_fp8(in.c13.data() + e * e13, e13, rng()());
+    fill_fp8(in.c2.data() + e * e2, e2, rng()());
+    const auto s13 = random_scales(es13, a13 / kCodeScaleRms), s2 = random_scales(es2, a2 / kCodeScaleRms);
+    std::copy(s13.begin(), s13.end(), in.s13.begin() + e * es13);
+    std::copy(s2.begin(), s2.end(), in.s2.begin() + e * es2);
+    dequantize(in.c13.data() + e * e13, s13.data(), 2 * c.inter, c.hidden, in.w13.data() + e * e13);
+    dequantize(in.c2.data() + e * e2, s2.data(), c.hidden, c.inter, in.w2.data() + e * e2);
   }
   return in;
 }
@@ -236,28 +307,40 @@ std::string case_name(const GroupedCase& c) {
   return str_cat("moe_experts_grouped tokens=", c.tokens, " top_k=", c.top_k, " experts=", c.experts, " hidden=",
                  c.hidden, " inter=", c.inter, " block_m=", c.block_m == 0 ? "auto" : std::to_string(c.block_m),
                  c.skips ? " +skips" : "", c.hot ? " +hot" : "", c.unused > 0 ? " +unused" : "",
-                 c.all_skipped ? " all-skipped" : "");
+                 c.all_skipped ? " all-skipped" : "", c.fp8 ? " fp8" : "");
 }
 
 void test_grouped(CudaContext& ctx, const GroupedCase& c) {
   const std::string name = case_name(c);
+  const double tol_rounded = c.fp8 ? kTolRoundedFp8 : kTolRounded, tol_exact = c.fp8 ? kTolExactFp8 : kTolExact;
   const GroupedInputs in = make_inputs(c);
   const Reference want = reference(c, in, in.ids);
   const size_t out_n = c.tokens * c.hidden;
 
   auto dx = upload(ctx, in.x), dw = upload(ctx, in.weights), dout = upload(ctx, in.out0);
   auto dids = upload(ctx, in.ids);
-  auto dw13 = upload(ctx, in.w13), dw2 = upload(ctx, in.w2);
+  // bf16 weights, or the fp8 codes and scales (the dequantized bf16 copies stay on the host).
+  auto dw13 = upload(ctx, c.fp8 ? std::vector<uint16_t>() : in.w13);
+  auto dw2 = upload(ctx, c.fp8 ? std::vector<uint16_t>() : in.w2);
+  auto dc13 = upload(ctx, in.c13), dc2 = upload(ctx, in.c2);
+  auto ds13 = upload(ctx, in.s13), ds2 = upload(ctx, in.s2);
   const size_t ws_bytes = cuda::moe_grouped_workspace_bytes(c.tokens, c.top_k, c.experts, c.hidden, c.inter);
   auto ws = workspace(ctx, ws_bytes);
-  const cuda::MoeGroupedArgs a{.x = dx.get(), .ids = dids.get(), .weights = dw.get(), .w13 = dw13.get(),
-                               .w2 = dw2.get(), .out = dout.get(), .workspace = ws.get(), .workspace_bytes = ws_bytes,
-                               .num_tokens = c.tokens, .top_k = c.top_k, .num_experts = c.experts,
-                               .hidden = c.hidden, .inter = c.inter, .block_m = c.block_m};
+  cuda::MoeGroupedArgs a{.x = dx.get(), .ids = dids.get(), .weights = dw.get(), .w13 = dw13.get(),
+                         .w2 = dw2.get(), .out = dout.get(), .workspace = ws.get(), .workspace_bytes = ws_bytes,
+                         .num_tokens = c.tokens, .top_k = c.top_k, .num_experts = c.experts,
+                         .hidden = c.hidden, .inter = c.inter, .block_m = c.block_m};
+  if (c.fp8) {
+    a.w13 = dc13.get();
+    a.w2 = dc2.get();
+    a.w_dtype = DType::kF8E4M3;
+    a.w13_scale = ds13.get();
+    a.w2_scale = ds2.get();
+  }
   CT_TRY(name, cuda::moe_experts_grouped(ctx, a));
   const auto got = download(ctx, dout, out_n);
-  report(name, contribution_err(c, got, want.rounded, in.out0), kTolRounded);
-  report(name + " vs unrounded", contribution_err(c, got, want.exact, in.out0), kTolExact);
+  report(name, contribution_err(c, got, want.rounded, in.out0), tol_rounded);
+  report(name + " vs unrounded", contribution_err(c, got, want.exact, in.out0), tol_exact);
 
   // Same inputs again, from a poisoned workspace: no atomics in any sum, so the same bits.
   copy_to(ctx, dout, in.out0);
@@ -279,7 +362,7 @@ void test_grouped(CudaContext& ctx, const GroupedCase& c) {
   copy_to(ctx, dout, in.out0);
   poison(ctx, ws);
   GROUPED_CUDA_TRY(gname, cudaGraphLaunch(g.exec, ctx.stream()));
-  report(gname + " replay", contribution_err(c, download(ctx, dout, out_n), want.rounded, in.out0), kTolRounded);
+  report(gname + " replay", contribution_err(c, download(ctx, dout, out_n), want.rounded, in.out0), tol_rounded);
 
   const std::vector<int32_t> ids2 = next_chosen(in.ids, c.experts);
   const Reference want2 = reference(c, in, ids2);
@@ -288,7 +371,7 @@ void test_grouped(CudaContext& ctx, const GroupedCase& c) {
   poison(ctx, ws);
   GROUPED_CUDA_TRY(gname, cudaGraphLaunch(g.exec, ctx.stream()));
   report(gname + " replay with new ids", contribution_err(c, download(ctx, dout, out_n), want2.rounded, in.out0),
-         kTolRounded);
+         tol_rounded);
 }
 
 void test_grouped_args(CudaContext& ctx) {
@@ -340,6 +423,16 @@ void test_grouped_args(CudaContext& ctx) {
   a.workspace_bytes = need;
   a.out = static_cast<float*>(p) + 1;  // 4-byte aligned only
   CT_CHECK(name, cuda::moe_experts_grouped(ctx, a).message().find("out is not 16-byte aligned") != std::string::npos);
+  // FP8: scales required; other weight types refused.
+  a = full;
+  a.workspace_bytes = need;
+  a.w_dtype = DType::kF8E4M3;
+  a.w13_scale = static_cast<const float*>(p);
+  const Status no_scale = cuda::moe_experts_grouped(ctx, a);
+  CT_CHECK(name, no_scale.code() == StatusCode::kInvalidArgument);
+  CT_CHECK(name, no_scale.message().find("w2_scale") != std::string::npos);
+  a.w_dtype = DType::kF32;
+  CT_CHECK(name, code(a) == StatusCode::kUnsupported);
   std::printf("PASS %s\n", name.c_str());
   tally().passed++;
 }
@@ -407,6 +500,62 @@ void time_grouped(CudaContext& ctx) {
   }
 }
 
+// Info only: DeepSeek-V3 experts (hidden 7168, inter 2048, top_k 8), bf16 against fp8 weights at the launcher's tile
+// choice. 32 experts (all chosen) keep the host's setup short; the rows per expert of 64 / 512 / 4096 tokens here
+// are those of 512 / 4096 / 32768 tokens over V3's 256 experts.
+void time_grouped_v3(CudaContext& ctx) {
+  constexpr int64_t kHidden = 7168, kInter = 2048, kExperts = 32, kTopK = 8;
+  const int64_t e13 = 2 * kInter * kHidden, e2 = kHidden * kInter;
+  const float a13 = 3.0f / std::sqrt(static_cast<float>(kHidden)), a2 = 3.0f / std::sqrt(static_cast<float>(kInter));
+  std::vector<uint16_t> w(kExperts * e13);
+  fill_bf16(w.data(), w.size(), a13, rng()());
+  auto dw13 = upload(ctx, w);
+  w.resize(kExperts * e2);
+  fill_bf16(w.data(), w.size(), a2, rng()());
+  auto dw2 = upload(ctx, w);
+  w = {};
+  std::vector<uint8_t> codes(kExperts * e13);
+  fill_fp8(codes.data(), codes.size(), rng()());
+  auto dc13 = upload(ctx, codes);
+  codes.resize(kExperts * e2);
+  fill_fp8(codes.data(), codes.size(), rng()());
+  auto dc2 = upload(ctx, codes);
+  codes = {};
+  auto ds13 = upload(ctx, random_scales(kExperts * blocks128(2 * kInter) * blocks128(kHidden), a13 / kCodeScaleRms));
+  auto ds2 = upload(ctx, random_scales(kExperts * blocks128(kHidden) * blocks128(kInter), a2 / kCodeScaleRms));
+  for (const int64_t tokens : {64, 512, 4096}) {
+    const GroupedCase c{.tokens = tokens, .top_k = kTopK, .experts = kExperts, .hidden = kHidden, .inter = kInter,
+                        .skips = false};
+    auto dx = upload(ctx, random_f32(tokens * kHidden)), dout = upload(ctx, random_f32(tokens * kHidden));
+    auto dw = upload(ctx, random_f32(tokens * kTopK, 0.0f, 1.0f));
+    auto dids = upload(ctx, make_ids(c));
+    const size_t ws_bytes = cuda::moe_grouped_workspace_bytes(tokens, kTopK, kExperts, kHidden, kInter);
+    auto ws = workspace(ctx, ws_bytes);
+    const double flops = 6.0 * static_cast<double>(tokens * kTopK) * kHidden * kInter;
+    for (const bool fp8 : {false, true}) {
+      const std::string name = str_cat("moe_experts_grouped timing V3 tokens=", tokens, " top_k=", kTopK,
+                                       " experts=", kExperts, fp8 ? " fp8" : " bf16");
+      cuda::MoeGroupedArgs a{.x = dx.get(), .ids = dids.get(), .weights = dw.get(), .w13 = dw13.get(),
+                             .w2 = dw2.get(), .out = dout.get(), .workspace = ws.get(), .workspace_bytes = ws_bytes,
+                             .num_tokens = tokens, .top_k = kTopK, .num_experts = kExperts, .hidden = kHidden,
+                             .inter = kInter};
+      if (fp8) {
+        a.w13 = dc13.get();
+        a.w2 = dc2.get();
+        a.w_dtype = DType::kF8E4M3;
+        a.w13_scale = ds13.get();
+        a.w2_scale = ds2.get();
+      }
+      double us = 0.0;
+      CT_TRY(name, time_calls(ctx, [&] { return cuda::moe_experts_grouped(ctx, a); }, &us));
+      const double weight_bytes = static_cast<double>(kExperts * (e13 + e2)) * (fp8 ? 1.0 : 2.0);
+      std::printf("INFO %s (%ld rows per expert): %.1f us/call, %.1f TFLOP/s, all weights once = %.0f GB/s\n",
+                  name.c_str(), static_cast<long>(tokens * kTopK / kExperts), us, flops / us * 1e-6,
+                  weight_bytes / us * 1e-3);
+    }
+  }
+}
+
 }  // namespace
 
 void run_moe_grouped_tests(CudaContext& ctx) {
@@ -436,7 +585,34 @@ void run_moe_grouped_tests(CudaContext& ctx) {
   test_grouped(ctx, {.tokens = 64, .top_k = 6, .experts = 64, .hidden = 2048, .inter = 1408, .check_every = 8});
   test_grouped(ctx, {.tokens = 512, .top_k = 6, .experts = 64, .hidden = 2048, .inter = 1408, .check_every = 32});
   test_grouped(ctx, {.tokens = 3, .top_k = 4, .experts = 6, .hidden = 7168, .inter = 2048});
+
+  // FP8 weights. hidden 72 / 520 and inter 40 / 264: k % 16 == 8 (8-byte code copies); 520 and 264 end in a partial
+  // 128-block, and inter 264 puts the gate and up rows of one tile in different scale rows. hidden 208 and inter 272:
+  // 16-byte copies (272 % 128 != 0 as well). Each tile shape; hot experts beside unused ones (NaN codes and scales).
+  test_grouped(ctx, {.tokens = 1, .top_k = 3, .experts = 5, .hidden = 72, .inter = 40, .fp8 = true});
+  test_grouped(ctx, {.tokens = 7, .top_k = 3, .experts = 5, .hidden = 72, .inter = 40, .graph = true, .fp8 = true});
+  test_grouped(ctx, {.tokens = 33, .top_k = 4, .experts = 9, .hidden = 520, .inter = 264, .fp8 = true});
+  for (const int64_t bm : {32, 64, 128}) {
+    test_grouped(ctx, {.tokens = 33, .top_k = 3, .experts = 9, .hidden = 520, .inter = 264, .block_m = bm,
+                       .unused = 3, .hot = true, .fp8 = true});
+  }
+  for (const int64_t bm : {0, 32, 64, 128}) {
+    test_grouped(ctx, {.tokens = 300, .top_k = 8, .experts = 16, .hidden = 208, .inter = 272, .block_m = bm,
+                       .unused = 4, .check_every = 3, .hot = true, .graph = bm == 0, .fp8 = true});
+  }
+  test_grouped(ctx, {.tokens = 300, .top_k = 6, .experts = 12, .hidden = 72, .inter = 264, .check_every = 2,
+                     .fp8 = true});
+  test_grouped(ctx, {.tokens = 33, .top_k = 8, .experts = 16, .hidden = 520, .inter = 40, .unused = 5, .fp8 = true});
+  test_grouped(ctx, {.tokens = 5, .top_k = 2, .experts = 4, .hidden = 16, .inter = 8, .all_skipped = true,
+                     .fp8 = true});
+  test_grouped(ctx, {.tokens = 1, .top_k = 1, .experts = 1, .hidden = 8, .inter = 8, .skips = false, .fp8 = true});
+  // DeepSeek-V3 widths (16-byte copies, whole 128-blocks) with few experts: a decode step and a 64-token batch.
+  test_grouped(ctx, {.tokens = 3, .top_k = 8, .experts = 10, .hidden = 7168, .inter = 2048, .unused = 2,
+                     .fp8 = true});
+  test_grouped(ctx, {.tokens = 64, .top_k = 8, .experts = 12, .hidden = 7168, .inter = 2048, .check_every = 16,
+                     .fp8 = true});
   time_grouped(ctx);
+  time_grouped_v3(ctx);
 }
 
 }  // namespace dsi::cuda_test
