@@ -66,6 +66,43 @@ if has serve; then
   grep -E "cuda model|error|Error" "$out/serve.log" | tail -5
 fi
 
+# The peer (Hugging Face transformers, random bf16 weights) on the V2-Lite shape, in the same run.
+if has peer; then
+  timeout 300 python3 "$bundle/shared/bench/hf_peer.py" "$shapes/deepseek-v2-lite.json" --batch 1 8 --prompt 512 \
+    --gen 32 > "$out/peer-deepseek-v2-lite.jsonl" 2> "$out/peer.log" || echo "peer failed: $(tail -3 "$out/peer.log")"
+  cat "$out/peer-deepseek-v2-lite.jsonl"
+fi
+
+bench() {
+  "$dsinfer" bench --device cuda --commit "$commit" --out "$out" "$@" 2>> "$out/bench.log" | tee -a "$out/bench.txt"
+  [[ ${PIPESTATUS[0]} == 0 ]] || { echo "bench failed: $*"; tail -5 "$out/bench.log"; rc=1; }
+}
+if has v3; then
+  bench --shape "$shapes/deepseek-v3.json" --layers 4 --batch 1 8 --context 512 --decode-steps 8 --prefill 512
+fi
+if has v2lite; then
+  # The peer of this run, else the newest committed one (bench/results/peer-hf-deepseek-v2-lite-DATE.jsonl).
+  peer=()
+  last_peer=$(ls "$root"/bench/results/peer-hf-deepseek-v2-lite-*.jsonl 2>/dev/null | tail -1)
+  if [[ -s $out/peer-deepseek-v2-lite.jsonl ]]; then
+    peer=(--peer "$out/peer-deepseek-v2-lite.jsonl")
+  elif [[ -n $last_peer ]]; then
+    peer=(--peer "$last_peer")
+  fi
+  bench --shape "$shapes/deepseek-v2-lite.json" --layers 0 --batch 1 8 32 128 --context 512 4096 \
+    --decode-steps 16 --prefill 512 --prefill-batch 1 8 "${peer[@]}"
+fi
+if has llama; then
+  bench --shape "$shapes/r1-distill-llama-8b.json" --layers 0 --batch 1 16 --context 512 --decode-steps 32 \
+    --prefill 512 --prefill-batch 1 8
+fi
+# Kernel micro-benchmarks (GEMV vs cuBLASLt, GEMM rates, MLA decode at batch 64/128 x 4K context), with the
+# copy bandwidth of the same run.
+if has mla; then
+  "$bundle/cuda_bench" "$commit" "$(date -u +%Y-%m-%d)" > "$out/cuda-kernels-$(date -u +%Y-%m-%d).json" \
+    2> "$out/kernels.log" || { echo "cuda_bench failed"; rc=1; }
+  grep -E "copy|mla_decode|gemm_bf16 " "$out/kernels.log" | head -12
+fi
 if has profile; then
   nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
   for shape in deepseek-v2-lite r1-distill-llama-8b; do
@@ -95,41 +132,4 @@ if has profile; then
   done
 fi
 
-# The peer (Hugging Face transformers, random bf16 weights) on the V2-Lite shape, in the same run.
-if has peer; then
-  timeout 300 python3 "$bundle/shared/bench/hf_peer.py" "$shapes/deepseek-v2-lite.json" --batch 1 8 --prompt 512 \
-    --gen 32 > "$out/peer-deepseek-v2-lite.jsonl" 2> "$out/peer.log" || echo "peer failed: $(tail -3 "$out/peer.log")"
-  cat "$out/peer-deepseek-v2-lite.jsonl"
-fi
-
-bench() {
-  "$dsinfer" bench --device cuda --commit "$commit" --out "$out" "$@" 2>> "$out/bench.log" | tee -a "$out/bench.txt"
-  [[ ${PIPESTATUS[0]} == 0 ]] || { echo "bench failed: $*"; tail -5 "$out/bench.log"; rc=1; }
-}
-if has v2lite; then
-  # The peer of this run, else the newest committed one (bench/results/peer-hf-deepseek-v2-lite-DATE.jsonl).
-  peer=()
-  last_peer=$(ls "$root"/bench/results/peer-hf-deepseek-v2-lite-*.jsonl 2>/dev/null | tail -1)
-  if [[ -s $out/peer-deepseek-v2-lite.jsonl ]]; then
-    peer=(--peer "$out/peer-deepseek-v2-lite.jsonl")
-  elif [[ -n $last_peer ]]; then
-    peer=(--peer "$last_peer")
-  fi
-  bench --shape "$shapes/deepseek-v2-lite.json" --layers 0 --batch 1 8 32 128 --context 512 4096 \
-    --decode-steps 16 --prefill 512 --prefill-batch 1 8 "${peer[@]}"
-fi
-if has llama; then
-  bench --shape "$shapes/r1-distill-llama-8b.json" --layers 0 --batch 1 16 --context 512 --decode-steps 32 \
-    --prefill 512 --prefill-batch 1 8
-fi
-# Kernel micro-benchmarks (GEMV vs cuBLASLt, GEMM rates, MLA decode at batch 64/128 x 4K context), with the
-# copy bandwidth of the same run.
-if has mla; then
-  "$bundle/cuda_bench" "$commit" "$(date -u +%Y-%m-%d)" > "$out/cuda-kernels-$(date -u +%Y-%m-%d).json" \
-    2> "$out/kernels.log" || { echo "cuda_bench failed"; rc=1; }
-  grep -E "copy|mla_decode|gemm_bf16 " "$out/kernels.log" | head -12
-fi
-if has v3; then
-  bench --shape "$shapes/deepseek-v3.json" --layers 4 --batch 1 8 --context 512 --decode-steps 8 --prefill 512
-fi
 exit $rc
