@@ -44,7 +44,7 @@ int main() {
     std::printf("SKIP: no CUDA device: the GPU kernel tests did not run (scripts/gpu-run.sh runs them on a GPU)\n");
     return tally().failed == 0 ? 77 : 1;
   }
-  auto ctx = CudaContext::create({.pool_bytes = size_t{4} << 30});
+  auto ctx = CudaContext::create({.pool_bytes = size_t{24} << 30});
   if (!ctx.ok()) {
     std::printf("FAIL cuda context: %s\n", ctx.status().to_string().c_str());
     return 1;
