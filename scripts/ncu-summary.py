@@ -16,8 +16,8 @@ for r in rows[1:]:
     v = float(r[value_i].replace(",", ""))
     unit = r[unit_i]
     v = v / 1000.0 if unit in ("nsecond", "ns") else v * 1000.0 if unit in ("msecond", "ms") else v
-    name = r[name_i].replace("(anonymous namespace)::", "").replace("void ", "")
-    name = name.split("(")[0].split("<")[0].strip().split("::")[-1]
+    name = r[name_i].replace("(anonymous namespace)::", "").replace("<unnamed>::", "").replace("void ", "")
+    name = name.split("<")[0].split("(")[0].strip().split("::")[-1] or name[:60]
     tot[name] += v
     calls[name] += 1
 all_us = sum(tot.values())
