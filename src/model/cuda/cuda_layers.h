@@ -1,6 +1,6 @@
 // Device-side layers of the GPU runner (internal to src/model/cuda). Weights point into blocks owned by
 // DeviceWeights; each layer's forward queues kernels on the context's stream and never synchronizes, except the
-// MoE host-grouped path (large batches), which reads the routing back once per layer.
+// MoE host-grouped path (expert widths that are not multiples of 8), which reads the routing back once per layer.
 #pragma once
 
 #include <cstdint>
