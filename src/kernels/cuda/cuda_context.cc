@@ -1,6 +1,8 @@
 #include "kernels/cuda/cuda_context.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm_plan_cache.h"
@@ -30,6 +32,13 @@ Result<std::unique_ptr<CudaContext>> CudaContext::create(const CudaContextOption
   DSI_ASSIGN_OR_RETURN(ctx->workspace_, ctx->pool_->alloc(options.cublas_workspace_bytes));
   ctx->workspace_bytes_ = options.cublas_workspace_bytes;
   ctx->plans_ = std::make_unique<GemmPlanCache>();
+  const char* pdl = std::getenv("DSI_CUDA_PDL");
+  ctx->set_pdl(pdl == nullptr || std::strcmp(pdl, "0") != 0);
+  DSI_ASSIGN_OR_RETURN(void* partials, ctx->pool_->alloc(kSplitkPartialFloats * sizeof(float)));
+  ctx->splitk_partials_ = static_cast<float*>(partials);
+  DSI_ASSIGN_OR_RETURN(void* counters, ctx->pool_->alloc(kSplitkCounters * sizeof(unsigned)));
+  ctx->splitk_counters_ = static_cast<unsigned*>(counters);
+  DSI_CUDA_RETURN_IF_ERROR(cudaMemset(counters, 0, kSplitkCounters * sizeof(unsigned)));
   return ctx;
 }
 
@@ -39,6 +48,8 @@ CudaContext::~CudaContext() {
   if (pool_ != nullptr) {
     if (scratch_ != nullptr) pool_->free(scratch_);
     if (workspace_ != nullptr) pool_->free(workspace_);
+    if (splitk_partials_ != nullptr) pool_->free(splitk_partials_);
+    if (splitk_counters_ != nullptr) pool_->free(splitk_counters_);
   }
   pool_.reset();
   if (cublas_ != nullptr) DSI_CUBLAS_CHECK(cublasLtDestroy(static_cast<cublasLtHandle_t>(cublas_)));

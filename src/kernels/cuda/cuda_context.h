@@ -36,6 +36,17 @@ class CudaContext {
   GemmPlanCache& gemm_plans() { return *plans_; }
   int num_sms() const { return num_sms_; }
   const cudaDeviceProp& props() const { return props_; }
+  // Programmatic dependent launch for kernels launched through launch.cuh (sm_90 and later; DSI_CUDA_PDL=0 turns
+  // it off).
+  bool pdl() const { return pdl_; }
+  void set_pdl(bool on) { pdl_ = on && props_.major >= 9; }
+  // Split-k GEMVs: partial sums of the splits of a launch ([splits, m, n] floats) and one arrival counter per
+  // block of rows, which the last split to arrive resets (so they stay zero between launches). Fixed at create:
+  // captured graphs keep the pointers.
+  float* splitk_partials() const { return splitk_partials_; }
+  unsigned* splitk_counters() const { return splitk_counters_; }
+  static constexpr size_t kSplitkPartialFloats = size_t{4} << 20;
+  static constexpr size_t kSplitkCounters = size_t{1} << 16;
 
   // Device scratch of at least `bytes`, valid until the next call (grows through the pool; stream-ordered use).
   Result<void*> scratch(size_t bytes);
@@ -57,6 +68,9 @@ class CudaContext {
   uint64_t scratch_generation_ = 0;
   int num_sms_ = 0;
   cudaDeviceProp props_{};
+  bool pdl_ = false;
+  float* splitk_partials_ = nullptr;
+  unsigned* splitk_counters_ = nullptr;
 };
 
 // Number of CUDA devices; 0 when there is no device or no driver (never an error).

@@ -21,10 +21,13 @@ struct GemvFp8Args {
   int64_t x_stride = 0;  // 0 means k
   int64_t y_stride = 0;  // 0 means n
   bool accumulate = false;  // y += ... instead of y = ...
+  // x holds gate | up per row ([m, 2k], x_stride default 2k) and the input is silu(gate) * up, formed while x is
+  // staged (gemv_fp8 only, m <= 16): the MLP's down projection without a silu_mul kernel.
+  bool silu_mul = false;
 };
 
 // Decode GEMV: reads each weight byte once (16-byte streaming loads), x in shared memory, k split over blocks
-// when n is small (partial sums meet in y through atomicAdd, so the last bits depend on scheduling). Fast for
+// when n is small (the last split to finish adds the partial sums in split order: deterministic). Fast for
 // m <= 4, correct for any m: m > 16, k % 16 != 0 or w not 16-byte aligned run gemm_fp8_weight_only instead.
 Status gemv_fp8(CudaContext& ctx, const GemvFp8Args& args);
 

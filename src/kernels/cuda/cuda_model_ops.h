@@ -8,6 +8,7 @@
 #include "core/dtype.h"
 #include "core/status.h"
 #include "kernels/cuda/cuda_context.h"
+#include "kernels/ops.h"
 
 namespace dsi::cuda {
 
@@ -56,6 +57,28 @@ Status head_matmul(CudaContext& ctx, const HeadMatmulArgs& args);
 // out[t, :] += sum_j weights[t, j] * ys[pos[t, j], :] over pairs with pos >= 0 (deterministic order).
 Status moe_combine(CudaContext& ctx, const float* ys, const int32_t* pos, const float* weights, int64_t num_tokens,
                    int64_t top_k, int64_t hidden, float* out);
+
+// MLA before the absorbed attention, one token per block (mla_prep.cu), in place of rmsnorm + rope + rope +
+// kv_write + copy_3d: the cache row of token t (slots[t] >= 0) becomes bf16(rmsnorm(c_kv) * norm_w) then
+// bf16(rope(k_pe)), with lat = [c_kv (r) | k_pe (rope_dim)]; and q_lat[t, h, r + i] = rope(q[t, h, nope + i]).
+struct MlaPrepArgs {
+  const float* lat = nullptr;
+  int64_t lat_stride = 0;
+  const float* norm_w = nullptr;  // [r]
+  float eps = 1e-6f;
+  const float* q = nullptr;
+  int64_t q_token_stride = 0, q_head_stride = 0, nope = 0;
+  float* q_lat = nullptr;
+  int64_t q_lat_token_stride = 0, q_lat_head_stride = 0;
+  uint16_t* pool = nullptr;        // [rows, r + rope_dim]
+  const int32_t* slots = nullptr;  // [num_tokens]
+  const int64_t* positions = nullptr;
+  const double* inv_freq = nullptr;  // [rope_dim / 2]
+  double attn_factor = 1.0;
+  RopeStyle style = RopeStyle::kInterleaved;
+  int64_t num_tokens = 0, heads = 0, r = 0, rope_dim = 0;
+};
+Status mla_prep(CudaContext& ctx, const MlaPrepArgs& args);
 
 // y[i] += x[i] (f32).
 Status add_inplace(CudaContext& ctx, float* y, const float* x, int64_t n);

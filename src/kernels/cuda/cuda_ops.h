@@ -21,6 +21,9 @@ namespace dsi::cuda {
 Status matmul(CudaContext& ctx, const MatmulArgs& args);
 // Forced paths (for tests and benchmarks).
 Status gemv_bf16(CudaContext& ctx, const MatmulArgs& args);      // any m (fast for m <= 16)
+// y = (silu(gate) * up) w^T with gate | up side by side in each row of x ([m, 2k], row stride x_stride, default
+// 2k): the SwiGLU product is formed while x is staged, so the MLP's down projection needs no silu_mul kernel.
+Status gemv_bf16_silu_mul(CudaContext& ctx, const MatmulArgs& args);
 Status gemm_cublaslt(CudaContext& ctx, const MatmulArgs& args);  // cuBLASLt
 
 // bf16 x bf16 GEMM with bf16 activations already on the device (prefill path).

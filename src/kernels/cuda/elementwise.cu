@@ -2,6 +2,7 @@
 #include <cuda_bf16.h>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/warp_reduce.cuh"
 
@@ -29,6 +30,7 @@ __device__ float block_sum(float v) {
 __global__ void __launch_bounds__(kNormThreads)
     rmsnorm_kernel(const float* x, float* residual, const float* w, float* y, int64_t d, int64_t xs, int64_t ys,
                    float eps) {
+  pdl_enter();
   const int64_t row = blockIdx.x;
   const float* xr = x + row * xs;
   float* yr = y + row * ys;
@@ -71,6 +73,7 @@ template <int V>
 __global__ void __launch_bounds__(1024)
     rmsnorm_vec_kernel(const float* x, float* residual, const float* w, float* y, int64_t d, int64_t xs, int64_t ys,
                        float eps) {
+  pdl_enter();
   const int64_t row = blockIdx.x;
   const int n4 = static_cast<int>(d / 4);
   const float4* xr = reinterpret_cast<const float4*>(x + row * xs);
@@ -117,6 +120,7 @@ __global__ void __launch_bounds__(1024)
 
 // One thread per (token, head, pair).
 __global__ void rope_kernel(RopeArgs a) {
+  pdl_enter();
   const int64_t half = a.rot_dim / 2;
   const int64_t total = a.num_tokens * a.num_heads * half;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
@@ -136,6 +140,7 @@ __global__ void rope_kernel(RopeArgs a) {
 }
 
 __global__ void silu_mul_kernel(SiluMulArgs a, int64_t in_stride) {
+  pdl_enter();
   const int64_t total = a.m * a.d;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
        idx += int64_t{gridDim.x} * blockDim.x) {
@@ -147,6 +152,7 @@ __global__ void silu_mul_kernel(SiluMulArgs a, int64_t in_stride) {
 
 template <class T>
 __global__ void embedding_kernel(const T* table, const int64_t* ids, float* out, int64_t vocab, int64_t d) {
+  pdl_enter();
   const int64_t t = blockIdx.x;
   const int64_t id = ids[t];
   const bool ok = id >= 0 && id < vocab;
@@ -175,16 +181,21 @@ Status launch_rmsnorm(CudaContext& ctx, const float* x, float* residual, const f
     const int64_t v = (n4 + threads - 1) / threads;
     const dim3 grid(static_cast<unsigned>(m)), block(static_cast<unsigned>(threads));
     if (v <= 1) {
-      rmsnorm_vec_kernel<1><<<grid, block, 0, ctx.stream()>>>(x, residual, w, y, d, xs, ys, eps);
+      { const auto kernel_fn = rmsnorm_vec_kernel<1>;
+        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(block), 0, x, residual, w, y, d, xs, ys, eps); }
     } else if (v <= 2) {
-      rmsnorm_vec_kernel<2><<<grid, block, 0, ctx.stream()>>>(x, residual, w, y, d, xs, ys, eps);
+      { const auto kernel_fn = rmsnorm_vec_kernel<2>;
+        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(block), 0, x, residual, w, y, d, xs, ys, eps); }
     } else if (v <= 4) {
-      rmsnorm_vec_kernel<4><<<grid, block, 0, ctx.stream()>>>(x, residual, w, y, d, xs, ys, eps);
+      { const auto kernel_fn = rmsnorm_vec_kernel<4>;
+        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(block), 0, x, residual, w, y, d, xs, ys, eps); }
     } else {
-      rmsnorm_vec_kernel<8><<<grid, block, 0, ctx.stream()>>>(x, residual, w, y, d, xs, ys, eps);
+      { const auto kernel_fn = rmsnorm_vec_kernel<8>;
+        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(block), 0, x, residual, w, y, d, xs, ys, eps); }
     }
   } else {
-    rmsnorm_kernel<<<static_cast<unsigned>(m), kNormThreads, 0, ctx.stream()>>>(x, residual, w, y, d, xs, ys, eps);
+    { const auto kernel_fn = rmsnorm_kernel;
+      DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(static_cast<unsigned>(m)), dim3(kNormThreads), 0, x, residual, w, y, d, xs, ys, eps); }
   }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
@@ -215,7 +226,8 @@ Status rope(CudaContext& ctx, const RopeArgs& a) {
   if (a.rot_dim % 2 != 0) return Status::InvalidArgument(str_cat("rope: odd rot_dim ", a.rot_dim));
   const int64_t total = a.num_tokens * a.num_heads * (a.rot_dim / 2);
   if (total == 0) return Status::Ok();
-  rope_kernel<<<grid_for(total, 16 * ctx.num_sms()), 256, 0, ctx.stream()>>>(a);
+  { const auto kernel_fn = rope_kernel;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid_for(total, 16 * ctx.num_sms())), dim3(256), 0, a); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
 }
@@ -223,7 +235,8 @@ Status rope(CudaContext& ctx, const RopeArgs& a) {
 Status silu_mul(CudaContext& ctx, const SiluMulArgs& a) {
   const int64_t total = a.m * a.d;
   if (total == 0) return Status::Ok();
-  silu_mul_kernel<<<grid_for(total, 16 * ctx.num_sms()), 256, 0, ctx.stream()>>>(a, a.in_stride ? a.in_stride : a.d);
+  { const auto kernel_fn = silu_mul_kernel;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid_for(total, 16 * ctx.num_sms())), dim3(256), 0, a, a.in_stride ? a.in_stride : a.d); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
 }
@@ -232,10 +245,13 @@ Status embedding(CudaContext& ctx, const EmbeddingArgs& a) {
   if (a.num_tokens == 0 || a.d == 0) return Status::Ok();
   const unsigned blocks = static_cast<unsigned>(a.num_tokens);
   if (a.table_dtype == DType::kBF16) {
-    embedding_kernel<<<blocks, 256, 0, ctx.stream()>>>(static_cast<const uint16_t*>(a.table), a.ids, a.out, a.vocab,
-                                                       a.d);
+    const auto kernel_fn = embedding_kernel<uint16_t>;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(blocks), dim3(256), 0, static_cast<const uint16_t*>(a.table), a.ids, a.out,
+                    a.vocab, a.d);
   } else if (a.table_dtype == DType::kF32) {
-    embedding_kernel<<<blocks, 256, 0, ctx.stream()>>>(static_cast<const float*>(a.table), a.ids, a.out, a.vocab, a.d);
+    const auto kernel_fn = embedding_kernel<float>;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(blocks), dim3(256), 0, static_cast<const float*>(a.table), a.ids, a.out,
+                    a.vocab, a.d);
   } else {
     return Status::Unsupported(str_cat("embedding: table dtype ", dtype_name(a.table_dtype)));
   }

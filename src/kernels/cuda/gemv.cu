@@ -1,7 +1,8 @@
 // Decode GEMV for bf16 weights: y[m, n] = x[m, k] w[n, k]^T for small m (1..16), f32 activations and accumulation.
 // Each weight byte is read once (16-byte streaming loads, no L1 allocation); x sits in shared memory; each warp
-// works on R rows at once so one shared-memory read of x feeds R rows. Long k is split over blocks (grid.y) whose
-// partial sums meet in y through atomicAdd, so small-n shapes still fill every SM.
+// works on R rows at once so one shared-memory read of x feeds R rows. Long k is split over blocks (grid.y), so
+// small-n shapes still fill every SM; the last split of a row block to finish adds the partial sums in split
+// order (CudaContext::splitk_partials), so there is no memset of y before and the result is deterministic.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include "kernels/cuda/bf16_load.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/warp_reduce.cuh"
 
 namespace dsi::cuda {
@@ -25,11 +27,21 @@ struct GemvParams {
   float* y;
   int64_t m, n, k, xs, ys;
   int64_t k_chunk;  // multiple of 256
-  bool atomic;      // grid.y > 1 or accumulate: add into y
+  bool atomic;      // accumulate: add into y
+  // SwiGLU input: x holds [gate | up] per row and the matmul input is silu(gate) * up (up at x + up_offset).
+  bool swiglu;
+  int64_t up_offset;
+  // Split k (grid.y > 1) without accumulate: each split writes its partial sums here ([splits, m, n]) and the
+  // last split of a row block to arrive (counters[blockIdx.x]) adds them up in split order and writes y.
+  float* partials;
+  unsigned* counters;
 };
+
+__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
 // x chunk layout in shared memory: for k-offset kk (chunk c = kk / 8, e = kk % 8), element at
 // [mt][e / 4][c][e % 4] so that lane-consecutive float4 reads are conflict-free.
+// PDL (launch.cuh): the first weight loads are issued before pdl_enter(), so they overlap the previous kernel.
 template <int MT, int R>
 __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvParams p) {
   extern __shared__ float4 smem4[];
@@ -38,19 +50,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvParams p) {
   const int64_t kb0 = blockIdx.y * p.k_chunk;
   const int64_t kb1 = min(p.k, kb0 + p.k_chunk);
   const int kc = static_cast<int>(p.k_chunk);
-  for (int i = threadIdx.x; i < MT * kc; i += blockDim.x) {
-    const int mt = i / kc, kk = i % kc;
-    const int64_t kg = kb0 + kk;
-    const float v = (mt < p.m && kg < kb1) ? p.x[mt * p.xs + kg] : 0.0f;
-    const int c = kk >> 3, e = kk & 7;
-    xs[mt * kc + (e >> 2) * (kc / 2) + c * 4 + (e & 3)] = v;
-  }
-  __syncthreads();
-
   const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * R;
-  float acc[R * MT];
-#pragma unroll
-  for (int i = 0; i < R * MT; ++i) acc[i] = 0.0f;
   const uint16_t* wrow[R];
   bool valid[R];
 #pragma unroll
@@ -58,14 +58,36 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvParams p) {
     valid[r] = row0 + r < p.n;
     wrow[r] = p.w + (valid[r] ? row0 + r : 0) * p.k;
   }
-  for (int64_t k0 = kb0 + lane * 8; k0 < kb1; k0 += 512) {
-    uint4 wv[2][R];
-    const bool second = k0 + 256 < kb1;
+  int64_t k0 = kb0 + lane * 8;
+  uint4 wv[2][R];
+  auto load = [&](int64_t at) {
+    const bool second = at + 256 < kb1;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      wv[0][r] = valid[r] ? load_stream(wrow[r] + k0) : make_uint4(0, 0, 0, 0);
-      wv[1][r] = (valid[r] && second) ? load_stream(wrow[r] + k0 + 256) : make_uint4(0, 0, 0, 0);
+      wv[0][r] = (valid[r] && at < kb1) ? load_stream(wrow[r] + at) : make_uint4(0, 0, 0, 0);
+      wv[1][r] = (valid[r] && second) ? load_stream(wrow[r] + at + 256) : make_uint4(0, 0, 0, 0);
     }
+  };
+  load(k0);
+  pdl_enter();
+  for (int i = threadIdx.x; i < MT * kc; i += blockDim.x) {
+    const int mt = i / kc, kk = i % kc;
+    const int64_t kg = kb0 + kk;
+    float v = 0.0f;
+    if (mt < p.m && kg < kb1) {
+      v = p.x[mt * p.xs + kg];
+      if (p.swiglu) v = silu_times(v, p.x[mt * p.xs + p.up_offset + kg]);
+    }
+    const int c = kk >> 3, e = kk & 7;
+    xs[mt * kc + (e >> 2) * (kc / 2) + c * 4 + (e & 3)] = v;
+  }
+  __syncthreads();
+
+  float acc[R * MT];
+#pragma unroll
+  for (int i = 0; i < R * MT; ++i) acc[i] = 0.0f;
+  while (k0 < kb1) {
+    const bool second = k0 + 256 < kb1;
 #pragma unroll
     for (int u = 0; u < 2; ++u) {
       if (u == 1 && !second) break;
@@ -90,36 +112,69 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvParams p) {
         }
       }
     }
+    k0 += 512;
+    if (k0 < kb1) load(k0);
   }
   constexpr int V = R * MT;
   warp_reduce_scatter<V, 16>(acc, lane);
   constexpr int kPerLane = V >= 32 ? V / 32 : 1;
-  if (V < 32 && (lane % (32 / V)) != 0) return;
+  const bool holder = V >= 32 || (lane % (32 / V)) == 0;
+  const bool split = p.partials != nullptr;
+  if (holder) {
 #pragma unroll
-  for (int i = 0; i < kPerLane; ++i) {
-    const int idx = i + ((lane * V) >> 5);
-    const int r = idx / MT, mt = idx % MT;
-    const int64_t row = row0 + r;
-    if (mt >= p.m || row >= p.n) continue;
-    float v = acc[i];
-    if (p.bias != nullptr && blockIdx.y == 0) v += p.bias[row];
-    float* y = p.y + mt * p.ys + row;
-    if (p.atomic) {
-      atomicAdd(y, v);
-    } else {
-      *y = v;
+    for (int i = 0; i < kPerLane; ++i) {
+      const int idx = i + ((lane * V) >> 5);
+      const int r = idx / MT, mt = idx % MT;
+      const int64_t row = row0 + r;
+      if (mt >= p.m || row >= p.n) continue;
+      float v = acc[i];
+      if (split) {
+        p.partials[(blockIdx.y * p.m + mt) * p.n + row] = v;
+        continue;
+      }
+      if (p.bias != nullptr && blockIdx.y == 0) v += p.bias[row];
+      float* y = p.y + mt * p.ys + row;
+      if (p.atomic) {
+        atomicAdd(y, v);
+      } else {
+        *y = v;
+      }
     }
   }
+  if (!split) return;
+  // The last split of this row block sums the partials in split order (deterministic, no memset of y first).
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(&p.counters[blockIdx.x], 1u) == gridDim.y - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  constexpr int kRows = kWarps * R;
+  for (int i = threadIdx.x; i < kRows * MT; i += blockDim.x) {
+    const int mt = i / kRows;
+    const int64_t row = static_cast<int64_t>(blockIdx.x) * kRows + i % kRows;
+    if (mt >= p.m || row >= p.n) continue;
+    float v = p.bias != nullptr ? p.bias[row] : 0.0f;
+    for (unsigned s = 0; s < gridDim.y; ++s) v += __ldcg(p.partials + (s * p.m + mt) * p.n + row);
+    p.y[mt * p.ys + row] = v;
+  }
+  if (threadIdx.x == 0) p.counters[blockIdx.x] = 0;
 }
 
 // Fallback for any k (scalar loads): one warp per (row, token).
 __global__ void gemv_bf16_simple_kernel(GemvParams p) {
+  pdl_enter();
   const int lane = threadIdx.x & 31;
   const int64_t item = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   if (item >= p.n * p.m) return;
   const int64_t row = item % p.n, mt = item / p.n;
   float s = 0.0f;
-  for (int64_t kk = lane; kk < p.k; kk += 32) s += __uint_as_float(uint32_t{p.w[row * p.k + kk]} << 16) * p.x[mt * p.xs + kk];
+  for (int64_t kk = lane; kk < p.k; kk += 32) {
+    float xv = p.x[mt * p.xs + kk];
+    if (p.swiglu) xv = silu_times(xv, p.x[mt * p.xs + p.up_offset + kk]);
+    s += __uint_as_float(uint32_t{p.w[row * p.k + kk]} << 16) * xv;
+  }
   for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
   if (lane == 0) {
     if (p.bias != nullptr) s += p.bias[row];
@@ -132,6 +187,7 @@ __global__ void gemv_bf16_simple_kernel(GemvParams p) {
 // cuBLASLt runs a dot kernel plus a reduction there (two launches for a 64 x 2048 matrix).
 __global__ void gemv_f32_kernel(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
                                 int64_t k, int64_t xs, int64_t ys, bool accumulate) {
+  pdl_enter();
   const int lane = threadIdx.x & 31;
   const int64_t item = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   if (item >= n * m) return;
@@ -183,15 +239,22 @@ Status launch_gemv(CudaContext& ctx, GemvParams p) {
   const int64_t chunk = best_chunk;
   const int64_t splits = (p.k + chunk - 1) / chunk;
   p.k_chunk = chunk;
-  const bool accumulate = p.atomic;
-  p.atomic = accumulate || splits > 1;
-  if (splits > 1 && !accumulate) {
-    DSI_CUDA_RETURN_IF_ERROR(cudaMemset2DAsync(p.y, p.ys * sizeof(float), 0, p.n * sizeof(float), p.m, ctx.stream()));
+  if (splits > 1 && !p.atomic) {
+    if (static_cast<size_t>(splits * p.m * p.n) <= CudaContext::kSplitkPartialFloats &&
+        static_cast<size_t>(row_blocks) <= CudaContext::kSplitkCounters) {
+      p.partials = ctx.splitk_partials();
+      p.counters = ctx.splitk_counters();
+    } else {
+      // Too large for the split workspace: zero y and let the splits add into it.
+      DSI_CUDA_RETURN_IF_ERROR(
+          cudaMemset2DAsync(p.y, p.ys * sizeof(float), 0, p.n * sizeof(float), p.m, ctx.stream()));
+      p.atomic = true;
+    }
   }
   const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits));
   const size_t smem = static_cast<size_t>(MT * chunk) * sizeof(float);
-  gemv_bf16_kernel<MT, R><<<grid, kWarps * 32, smem, ctx.stream()>>>(p);
-  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  const auto kernel = gemv_bf16_kernel<MT, R>;
+  DSI_CUDA_LAUNCH(ctx, kernel, grid, dim3(kWarps * 32), smem, p);
   return Status::Ok();
 }
 
@@ -214,22 +277,22 @@ Status f32_to_bf16(CudaContext& ctx, const float* x, uint16_t* y, int64_t m, int
   return Status::Ok();
 }
 
-Status gemv_bf16(CudaContext& ctx, const MatmulArgs& a) {
+namespace {
+Status run_gemv_bf16(CudaContext& ctx, const MatmulArgs& a, bool swiglu) {
   if (a.w_dtype != DType::kBF16) return Status::Unsupported("gemv_bf16: weights must be bf16");
   if (a.m < 0 || a.n < 0 || a.k < 0) return Status::InvalidArgument("gemv_bf16: negative shape");
   if (a.m == 0 || a.n == 0) return Status::Ok();
+  if (a.k == 0) return Status::Unsupported("gemv_bf16: k == 0");
   GemvParams p{.x = a.x, .w = static_cast<const uint16_t*>(a.w), .bias = a.bias, .y = a.y, .m = a.m, .n = a.n,
-               .k = a.k, .xs = a.x_stride ? a.x_stride : a.k, .ys = a.y_stride ? a.y_stride : a.n, .k_chunk = 0,
-               .atomic = a.accumulate};
-  if (a.k == 0) {
-    return Status::Unsupported("gemv_bf16: k == 0");
-  }
+               .k = a.k, .xs = a.x_stride ? a.x_stride : (swiglu ? 2 * a.k : a.k),
+               .ys = a.y_stride ? a.y_stride : a.n, .k_chunk = 0, .atomic = a.accumulate, .swiglu = swiglu,
+               .up_offset = a.k, .partials = nullptr, .counters = nullptr};
   const bool vec_ok = a.k % 8 == 0 && reinterpret_cast<uintptr_t>(a.w) % 16 == 0;
   if (!vec_ok || a.m > 16) {
     // Rows of m beyond 16 or unaligned weights: the simple kernel (correct, not fast).
     const int64_t warps = a.n * a.m;
-    gemv_bf16_simple_kernel<<<static_cast<unsigned>((warps * 32 + 255) / 256), 256, 0, ctx.stream()>>>(p);
-    DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+    DSI_CUDA_LAUNCH(ctx, gemv_bf16_simple_kernel, dim3(static_cast<unsigned>((warps * 32 + 255) / 256)), dim3(256),
+                    0, p);
     return Status::Ok();
   }
   if (a.m == 1) return launch_gemv<1>(ctx, p);
@@ -238,6 +301,11 @@ Status gemv_bf16(CudaContext& ctx, const MatmulArgs& a) {
   if (a.m <= 8) return launch_gemv<8>(ctx, p);
   return launch_gemv<16>(ctx, p);
 }
+}  // namespace
+
+Status gemv_bf16(CudaContext& ctx, const MatmulArgs& a) { return run_gemv_bf16(ctx, a, false); }
+
+Status gemv_bf16_silu_mul(CudaContext& ctx, const MatmulArgs& a) { return run_gemv_bf16(ctx, a, true); }
 
 Status matmul(CudaContext& ctx, const MatmulArgs& a) {
   // Measured on the H100 (bench/results/cuda-kernels-*.json): our GEMV matches cuBLASLt at m = 1 and falls
@@ -247,10 +315,9 @@ Status matmul(CudaContext& ctx, const MatmulArgs& a) {
   if (a.w_dtype == DType::kF32 && a.m > 0 && a.m <= 4 && a.n > 0 && a.k % 4 == 0 && xs % 4 == 0 &&
       reinterpret_cast<uintptr_t>(a.w) % 16 == 0 && reinterpret_cast<uintptr_t>(a.x) % 16 == 0) {
     const int64_t threads = a.n * a.m * 32;
-    gemv_f32_kernel<<<static_cast<unsigned>((threads + 255) / 256), 256, 0, ctx.stream()>>>(
-        a.x, static_cast<const float*>(a.w), a.bias, a.y, a.m, a.n, a.k, xs, a.y_stride ? a.y_stride : a.n,
-        a.accumulate);
-    DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+    DSI_CUDA_LAUNCH(ctx, gemv_f32_kernel, dim3(static_cast<unsigned>((threads + 255) / 256)), dim3(256), 0, a.x,
+                    static_cast<const float*>(a.w), a.bias, a.y, a.m, a.n, a.k, xs, a.y_stride ? a.y_stride : a.n,
+                    a.accumulate);
     return Status::Ok();
   }
   return gemm_cublaslt(ctx, a);

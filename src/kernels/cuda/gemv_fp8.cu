@@ -4,7 +4,7 @@
 // of each of its warp's R rows per step; 16 codes starting at a multiple of 16 lie in one 128-wide k block, so the
 // lane sums the 16 products (codes decoded exactly as value / 256, fp8_load.cuh) and adds that partial sum times
 // the block's scale * 256 to its accumulator. x sits in shared memory; the k range is split over grid.y when n
-// alone does not fill the GPU, and the partial sums meet in y through atomicAdd.
+// alone does not fill the GPU; the last split of a row block to finish adds the partial sums in split order.
 //
 // gemm_fp8_weight_only (any shape): 64x64 output tiles, 32-wide k steps; x and the dequantized weights (code *
 // scale, in f32) are staged in shared memory; each thread computes 4x4 outputs. Correct, not fast.
@@ -16,6 +16,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_fp8.h"
 #include "kernels/cuda/fp8_load.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/warp_reduce.cuh"
 
 namespace dsi::cuda {
@@ -39,7 +40,12 @@ struct GemvFp8Params {
   int64_t m, n, k, xs, ys;
   int64_t kb;       // ceil(k / 128): length of a scale row
   int64_t k_chunk;  // multiple of kStep (and so of 16)
-  bool atomic;      // grid.y > 1 or accumulate: add into y
+  bool atomic;      // accumulate: add into y
+  // As gemv.cu: SwiGLU input (silu(x) * x[up_offset + .]) and the split-k partials with their arrival counters.
+  bool swiglu;
+  int64_t up_offset;
+  float* partials;
+  unsigned* counters;
 };
 
 // Block (row block, k chunk). Shared memory: the chunk of x for MT tokens (rows >= m are zeros). Element kk of
@@ -56,38 +62,50 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_fp8_kernel(GemvFp8Params p) 
   const int64_t k_begin = blockIdx.y * p.k_chunk;
   const int64_t k_end = min(p.k, k_begin + p.k_chunk);
   const int kc = static_cast<int>(p.k_chunk);
-  for (int i = threadIdx.x; i < MT * kc; i += blockDim.x) {
-    const int mt = i / kc, kk = i % kc;
-    const int64_t kg = k_begin + kk;
-    const float v = (mt < p.m && kg < k_end) ? p.x[mt * p.xs + kg] : 0.0f;
-    xs[mt * kc + ((kk & 15) >> 2) * (kc / 4) + (kk >> 4) * 4 + (kk & 3)] = v;
-  }
-  __syncthreads();
-
   const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * R;
-  if (row0 >= p.n) return;  // the whole warp is past the last row (no barrier follows)
+  const bool warp_live = row0 < p.n;
   const uint8_t* wrow[R];
   bool valid[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     valid[r] = row0 + r < p.n;
-    wrow[r] = p.w + (valid[r] ? row0 + r : row0) * p.k;
+    wrow[r] = p.w + (valid[r] ? row0 + r : 0) * p.k;
   }
-  const float* srow = p.scale + (row0 / kBlock) * p.kb;
+  const float* srow = p.scale + (warp_live ? row0 / kBlock : 0) * p.kb;
+  // Lane groups start at k_begin + lane * 16 (k_begin % 512 == 0) and never cross a 128 block; k % 16 == 0, so a
+  // group that starts before k_end ends there too. The first loads go out before the PDL wait (weights only).
+  int64_t k0 = k_begin + lane * kGroup;
+  uint4 wv[2][R];
+  auto load = [&](int64_t at) {
+    const bool second = at + kStep < k_end;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      wv[0][r] = (valid[r] && at < k_end) ? load_stream(wrow[r] + at) : make_uint4(0, 0, 0, 0);
+      wv[1][r] = (valid[r] && second) ? load_stream(wrow[r] + at + kStep) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  load(k0);
+  pdl_enter();
+  for (int i = threadIdx.x; i < MT * kc; i += blockDim.x) {
+    const int mt = i / kc, kk = i % kc;
+    const int64_t kg = k_begin + kk;
+    float v = 0.0f;
+    if (mt < p.m && kg < k_end) {
+      v = p.x[mt * p.xs + kg];
+      if (p.swiglu) {
+        const float u = p.x[mt * p.xs + p.up_offset + kg];
+        v = v / (1.0f + expf(-v)) * u;
+      }
+    }
+    xs[mt * kc + ((kk & 15) >> 2) * (kc / 4) + (kk >> 4) * 4 + (kk & 3)] = v;
+  }
+  __syncthreads();
+
   float acc[R * MT];
 #pragma unroll
   for (int i = 0; i < R * MT; ++i) acc[i] = 0.0f;
-
-  // Lane groups start at k_begin + lane * 16 (k_begin % 512 == 0) and never cross a 128 block; k % 16 == 0, so a
-  // group that starts before k_end ends there too.
-  for (int64_t k0 = k_begin + lane * kGroup; k0 < k_end; k0 += 2 * kStep) {
+  while (warp_live && k0 < k_end) {
     const bool second = k0 + kStep < k_end;
-    uint4 wv[2][R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      wv[0][r] = valid[r] ? load_stream(wrow[r] + k0) : make_uint4(0, 0, 0, 0);
-      wv[1][r] = (valid[r] && second) ? load_stream(wrow[r] + k0 + kStep) : make_uint4(0, 0, 0, 0);
-    }
     float s[2];
     s[0] = __ldg(srow + k0 / kBlock) * kFp8Unscale;
     s[1] = second ? __ldg(srow + (k0 + kStep) / kBlock) * kFp8Unscale : 0.0f;
@@ -113,26 +131,54 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_fp8_kernel(GemvFp8Params p) 
 #pragma unroll
       for (int i = 0; i < R * MT; ++i) acc[i] = fmaf(d[i], s[u], acc[i]);
     }
+    k0 += 2 * kStep;
+    if (k0 < k_end) load(k0);
   }
   constexpr int V = R * MT;
   warp_reduce_scatter<V, 16>(acc, lane);
   constexpr int kPerLane = V >= 32 ? V / 32 : 1;
-  if (V < 32 && (lane % (32 / V)) != 0) return;
+  const bool holder = warp_live && (V >= 32 || (lane % (32 / V)) == 0);
+  const bool split = p.partials != nullptr;
+  if (holder) {
 #pragma unroll
-  for (int i = 0; i < kPerLane; ++i) {
-    const int idx = i + ((lane * V) >> 5);
-    const int r = idx / MT, mt = idx % MT;
-    const int64_t row = row0 + r;
-    if (mt >= p.m || row >= p.n) continue;
-    float v = acc[i];
-    if (p.bias != nullptr && blockIdx.y == 0) v += p.bias[row];
-    float* y = p.y + mt * p.ys + row;
-    if (p.atomic) {
-      atomicAdd(y, v);
-    } else {
-      *y = v;
+    for (int i = 0; i < kPerLane; ++i) {
+      const int idx = i + ((lane * V) >> 5);
+      const int r = idx / MT, mt = idx % MT;
+      const int64_t row = row0 + r;
+      if (mt >= p.m || row >= p.n) continue;
+      float v = acc[i];
+      if (split) {
+        p.partials[(blockIdx.y * p.m + mt) * p.n + row] = v;
+        continue;
+      }
+      if (p.bias != nullptr && blockIdx.y == 0) v += p.bias[row];
+      float* y = p.y + mt * p.ys + row;
+      if (p.atomic) {
+        atomicAdd(y, v);
+      } else {
+        *y = v;
+      }
     }
   }
+  if (!split) return;
+  // The last split of this row block sums the partials in split order (deterministic, no memset of y first).
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(&p.counters[blockIdx.x], 1u) == gridDim.y - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  constexpr int kRows = kWarps * R;
+  for (int i = threadIdx.x; i < kRows * MT; i += blockDim.x) {
+    const int mt = i / kRows;
+    const int64_t row = static_cast<int64_t>(blockIdx.x) * kRows + i % kRows;
+    if (mt >= p.m || row >= p.n) continue;
+    float v = p.bias != nullptr ? p.bias[row] : 0.0f;
+    for (unsigned sp = 0; sp < gridDim.y; ++sp) v += __ldcg(p.partials + (sp * p.m + mt) * p.n + row);
+    p.y[mt * p.ys + row] = v;
+  }
+  if (threadIdx.x == 0) p.counters[blockIdx.x] = 0;
 }
 
 template <int MT>
@@ -165,15 +211,21 @@ Status launch_gemv(CudaContext& ctx, GemvFp8Params p) {
     return Status::Unsupported(str_cat("gemv_fp8: n ", p.n, " k ", p.k, " exceeds the grid"));
   }
   p.k_chunk = best_chunk;
-  const bool accumulate = p.atomic;
-  p.atomic = accumulate || splits > 1;
-  if (splits > 1 && !accumulate) {
-    DSI_CUDA_RETURN_IF_ERROR(cudaMemset2DAsync(p.y, p.ys * sizeof(float), 0, p.n * sizeof(float), p.m, ctx.stream()));
+  if (splits > 1 && !p.atomic) {
+    if (static_cast<size_t>(splits * p.m * p.n) <= CudaContext::kSplitkPartialFloats &&
+        static_cast<size_t>(row_blocks) <= CudaContext::kSplitkCounters) {
+      p.partials = ctx.splitk_partials();
+      p.counters = ctx.splitk_counters();
+    } else {
+      DSI_CUDA_RETURN_IF_ERROR(
+          cudaMemset2DAsync(p.y, p.ys * sizeof(float), 0, p.n * sizeof(float), p.m, ctx.stream()));
+      p.atomic = true;
+    }
   }
   const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits));
   const size_t smem = static_cast<size_t>(MT * best_chunk) * sizeof(float);
-  gemv_fp8_kernel<MT, R><<<grid, kWarps * 32, smem, ctx.stream()>>>(p);
-  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  const auto kernel = gemv_fp8_kernel<MT, R>;
+  DSI_CUDA_LAUNCH(ctx, kernel, grid, dim3(kWarps * 32), smem, p);
   return Status::Ok();
 }
 
@@ -188,6 +240,7 @@ __device__ __forceinline__ float e4m3_to_f32(uint8_t code) {
 
 // Block (n tile, m tile). Thread (tx, ty) owns outputs (m0 + ty + 16 i, n0 + tx + 16 j), i, j in [0, 4).
 __global__ void __launch_bounds__(kTileThreads) gemm_fp8_tiled_kernel(GemvFp8Params p) {
+  pdl_enter();
   __shared__ float xt[kTileK][kTileM + 1];  // x tile, transposed: [k][m]
   __shared__ float wt[kTileK][kTileN + 1];  // dequantized weight tile, transposed: [k][n]
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
@@ -262,8 +315,10 @@ Status make_params(const GemvFp8Args& a, const char* fn, GemvFp8Params* p, bool*
     return Status::InvalidArgument(str_cat(fn, ": x, w or w_scale is null"));
   }
   *p = GemvFp8Params{.x = a.x, .w = a.w, .scale = a.w_scale, .bias = a.bias, .y = a.y, .m = a.m, .n = a.n,
-                     .k = a.k, .xs = a.x_stride ? a.x_stride : a.k, .ys = a.y_stride ? a.y_stride : a.n,
-                     .kb = (a.k + kBlock - 1) / kBlock, .k_chunk = 0, .atomic = a.accumulate};
+                     .k = a.k, .xs = a.x_stride ? a.x_stride : (a.silu_mul ? 2 * a.k : a.k),
+                     .ys = a.y_stride ? a.y_stride : a.n, .kb = (a.k + kBlock - 1) / kBlock, .k_chunk = 0,
+                     .atomic = a.accumulate, .swiglu = a.silu_mul, .up_offset = a.k, .partials = nullptr,
+                     .counters = nullptr};
   return Status::Ok();
 }
 
@@ -274,13 +329,13 @@ Status gemm_fp8_weight_only(CudaContext& ctx, const GemvFp8Args& a) {
   bool empty = false;
   DSI_RETURN_IF_ERROR(make_params(a, "gemm_fp8_weight_only", &p, &empty));
   if (empty) return Status::Ok();
+  if (a.silu_mul) return Status::Unsupported("gemm_fp8_weight_only: silu_mul input (the GEMV path only)");
   const int64_t n_tiles = (a.n + kTileN - 1) / kTileN, m_tiles = (a.m + kTileM - 1) / kTileM;
   if (n_tiles > 0x7fffffff || m_tiles > 65535) {
     return Status::Unsupported(str_cat("gemm_fp8_weight_only: m ", a.m, " n ", a.n, " exceeds the grid"));
   }
   const dim3 grid(static_cast<unsigned>(n_tiles), static_cast<unsigned>(m_tiles));
-  gemm_fp8_tiled_kernel<<<grid, kTileThreads, 0, ctx.stream()>>>(p);
-  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  DSI_CUDA_LAUNCH(ctx, gemm_fp8_tiled_kernel, grid, dim3(kTileThreads), 0, p);
   return Status::Ok();
 }
 
@@ -289,7 +344,10 @@ Status gemv_fp8(CudaContext& ctx, const GemvFp8Args& a) {
   bool empty = false;
   DSI_RETURN_IF_ERROR(make_params(a, "gemv_fp8", &p, &empty));
   if (empty) return Status::Ok();
-  if (a.m > 16 || a.k == 0 || a.k % kGroup != 0 || !aligned16(a.w)) return gemm_fp8_weight_only(ctx, a);
+  if (a.m > 16 || a.k == 0 || a.k % kGroup != 0 || !aligned16(a.w)) {
+    if (a.silu_mul) return Status::Unsupported("gemv_fp8: silu_mul input needs m <= 16, k % 16 == 0");
+    return gemm_fp8_weight_only(ctx, a);
+  }
   if (a.m == 1) return launch_gemv<1>(ctx, p);
   if (a.m == 2) return launch_gemv<2>(ctx, p);
   if (a.m <= 4) return launch_gemv<4>(ctx, p);

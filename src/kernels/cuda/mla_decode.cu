@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/mla_decode_kernels.cuh"
 
@@ -49,6 +50,7 @@ __device__ void load_tile(const Params& p, Smem& sm, int buf, int64_t b, int64_t
 }
 
 __global__ void __launch_bounds__(kThreads, 2) mla_decode_kernel(Params p) {
+  pdl_enter();
   Smem& sm = *reinterpret_cast<Smem*>(ptx::dynamic_smem());
   const int split = blockIdx.x, group = blockIdx.y;
   const int64_t b = blockIdx.z;
@@ -202,10 +204,11 @@ Status launch(CudaContext& ctx, const MlaDecodeArgs& a, Params p) {
   DSI_CUDA_RETURN_IF_ERROR(
       cudaFuncSetAttribute(mla_decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(groups), static_cast<unsigned>(a.batch));
-  mla_decode_kernel<<<grid, kThreads, smem, ctx.stream()>>>(p);
+  { const auto kernel_fn = mla_decode_kernel;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(kThreads), smem, p); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
-  mla::mla_combine_kernel<<<static_cast<unsigned>(a.batch * a.num_heads), kVDim / 4, 0, ctx.stream()>>>(
-      p.ws_o, p.ws_ml, a.out, splits);
+  { const auto kernel_fn = mla::mla_combine_kernel;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(static_cast<unsigned>(a.batch * a.num_heads)), dim3(kVDim / 4), 0,  p.ws_o, p.ws_ml, a.out, splits); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
 }
@@ -241,11 +244,12 @@ Status launch_tc(CudaContext& ctx, const MlaDecodeArgs& a, Params p, int64_t gro
     p.ws_ml = static_cast<float*>(ws) + rows * kVDim;
   }
   const dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(splits), static_cast<unsigned>(a.batch));
-  kernel<<<grid, mla::kThreads, smem, ctx.stream()>>>(p);
+  { const auto kernel_fn = kernel;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(mla::kThreads), smem, p); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   if (splits > 1) {
-    mla::mla_combine_kernel<<<static_cast<unsigned>(a.batch * a.num_heads), kVDim / 4, 0, ctx.stream()>>>(
-        p.ws_o, p.ws_ml, a.out, splits);
+    { const auto kernel_fn = mla::mla_combine_kernel;
+      DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(static_cast<unsigned>(a.batch * a.num_heads)), dim3(kVDim / 4), 0,  p.ws_o, p.ws_ml, a.out, splits); }
     DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   }
   return Status::Ok();

@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/mma_ptx.cuh"
 
 namespace dsi::cuda::mla {
@@ -99,6 +100,7 @@ struct TcConfig {
 
 template <int kM>
 __global__ void __launch_bounds__(kThreads, 1) mla_decode_tc_kernel(Params p) {
+  pdl_enter();
   using Cfg = TcConfig<kM>;
   constexpr int kHeads = Cfg::kHeads, kStages = Cfg::kStages, kMT = Cfg::kMT, kNT = Cfg::kNT;
   auto& sm = *reinterpret_cast<typename Cfg::Smem*>(ptx::dynamic_smem());
@@ -326,6 +328,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_tc_kernel(Params p) {
 // splits with l_s > 0.
 __global__ void __launch_bounds__(kVDim / 4) mla_combine_kernel(const float* ws_o, const float* ws_ml, float* out,
                                                                int splits) {
+  pdl_enter();
   const int64_t row = blockIdx.x;  // b * heads + h
   const int tid = static_cast<int>(threadIdx.x);
   float mx = -INFINITY;

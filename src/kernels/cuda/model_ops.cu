@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/cuda_model_ops.h"
 
 namespace dsi::cuda {
@@ -22,6 +23,7 @@ unsigned grid_for(CudaContext& ctx, int64_t n, int threads = 256) {
 }
 
 __global__ void kv_write_kernel(KvWriteArgs a) {
+  pdl_enter();
   const int64_t total = a.num_tokens * a.width;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t t = i / a.width, c = i % a.width;
@@ -33,6 +35,7 @@ __global__ void kv_write_kernel(KvWriteArgs a) {
 
 __global__ void gather_paged_kernel(const uint16_t* pool, int64_t row_width, const int32_t* table, int64_t bs,
                                     int64_t len, int64_t width, float* dst) {
+  pdl_enter();
   const int64_t total = len * width;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t p = i / width, c = i % width;
@@ -43,6 +46,7 @@ __global__ void gather_paged_kernel(const uint16_t* pool, int64_t row_width, con
 
 __global__ void gather_rows_kernel(const float* src, int64_t ss, const int32_t* index, int64_t n, int64_t width,
                                    float* dst, int64_t ds) {
+  pdl_enter();
   const int64_t total = n * width;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t r = i / width, c = i % width;
@@ -51,6 +55,7 @@ __global__ void gather_rows_kernel(const float* src, int64_t ss, const int32_t* 
 }
 
 __global__ void copy_3d_kernel(Copy3dArgs a) {
+  pdl_enter();
   const int64_t total = a.n0 * a.n1 * a.width;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t c = i % a.width, ij = i / a.width, j = ij % a.n1, i0 = ij / a.n1;
@@ -61,6 +66,7 @@ __global__ void copy_3d_kernel(Copy3dArgs a) {
 // One warp per output (t, h, n); lanes across k.
 template <typename W>
 __global__ void head_matmul_kernel(HeadMatmulArgs a) {
+  pdl_enter();
   const int lane = threadIdx.x & 31;
   const int64_t warps = int64_t{gridDim.x} * (blockDim.x >> 5);
   const int64_t total = a.num_tokens * a.num_heads * a.n;
@@ -86,6 +92,7 @@ __global__ void head_matmul_kernel(HeadMatmulArgs a) {
 // 16-byte chunk of the row at a time; several outputs per warp when k is short (MLA's W_UK: k = 128).
 template <int S>
 __global__ void head_matmul_vec_kernel(HeadMatmulArgs a) {
+  pdl_enter();
   const int lane = threadIdx.x & 31, sub = lane % S;
   constexpr int kPerWarp = 32 / S;
   const int64_t groups = (int64_t{gridDim.x} * blockDim.x >> 5) * kPerWarp;
@@ -125,6 +132,7 @@ __global__ void head_matmul_vec_kernel(HeadMatmulArgs a) {
 
 __global__ void moe_combine_kernel(const float* ys, const int32_t* pos, const float* w, int64_t tokens, int64_t top_k,
                                    int64_t hidden, float* out) {
+  pdl_enter();
   const int64_t total = tokens * hidden;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t t = i / hidden, c = i % hidden;
@@ -138,6 +146,7 @@ __global__ void moe_combine_kernel(const float* ys, const int32_t* pos, const fl
 }
 
 __global__ void add_kernel(float* y, const float* x, int64_t n) {
+  pdl_enter();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     y[i] += x[i];
   }
@@ -151,7 +160,8 @@ Status kv_write(CudaContext& ctx, const KvWriteArgs& a) {
     return Status::InvalidArgument(str_cat("kv_write: columns [", a.col0, ", ", a.col0 + a.width,
                                            ") outside a row of ", a.row_width));
   }
-  kv_write_kernel<<<grid_for(ctx, a.num_tokens * a.width), 256, 0, ctx.stream()>>>(a);
+  { const auto kernel_fn = kv_write_kernel;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid_for(ctx, a.num_tokens * a.width)), dim3(256), 0, a); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
 }
@@ -160,8 +170,8 @@ Status gather_paged_rows(CudaContext& ctx, const uint16_t* pool, int64_t row_wid
                          int64_t block_size, int64_t len, int64_t width, float* dst) {
   if (len <= 0 || width <= 0) return Status::Ok();
   if (width > row_width || block_size <= 0) return Status::InvalidArgument("gather_paged_rows: bad width or block");
-  gather_paged_kernel<<<grid_for(ctx, len * width), 256, 0, ctx.stream()>>>(pool, row_width, block_table,
-                                                                            block_size, len, width, dst);
+  { const auto kernel_fn = gather_paged_kernel;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid_for(ctx, len * width)), dim3(256), 0, pool, row_width, block_table, block_size, len, width, dst); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
 }
@@ -169,15 +179,16 @@ Status gather_paged_rows(CudaContext& ctx, const uint16_t* pool, int64_t row_wid
 Status gather_rows(CudaContext& ctx, const float* src, int64_t src_stride, const int32_t* index, int64_t n,
                    int64_t width, float* dst, int64_t dst_stride) {
   if (n <= 0 || width <= 0) return Status::Ok();
-  gather_rows_kernel<<<grid_for(ctx, n * width), 256, 0, ctx.stream()>>>(src, src_stride, index, n, width, dst,
-                                                                          dst_stride);
+  { const auto kernel_fn = gather_rows_kernel;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid_for(ctx, n * width)), dim3(256), 0, src, src_stride, index, n, width, dst, dst_stride); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
 }
 
 Status copy_3d(CudaContext& ctx, const Copy3dArgs& a) {
   if (a.n0 <= 0 || a.n1 <= 0 || a.width <= 0) return Status::Ok();
-  copy_3d_kernel<<<grid_for(ctx, a.n0 * a.n1 * a.width), 256, 0, ctx.stream()>>>(a);
+  { const auto kernel_fn = copy_3d_kernel;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid_for(ctx, a.n0 * a.n1 * a.width)), dim3(256), 0, a); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
 }
@@ -196,20 +207,28 @@ Status head_matmul(CudaContext& ctx, const HeadMatmulArgs& a) {
     const int s = chunks >= 32 ? 32 : chunks >= 16 ? 16 : chunks >= 8 ? 8 : chunks >= 4 ? 4 : chunks >= 2 ? 2 : 1;
     const unsigned vgrid = grid_for(ctx, (warps * s + 31) / 32 * 32);
     switch (s) {
-      case 32: head_matmul_vec_kernel<32><<<vgrid, 256, 0, ctx.stream()>>>(a); break;
-      case 16: head_matmul_vec_kernel<16><<<vgrid, 256, 0, ctx.stream()>>>(a); break;
-      case 8: head_matmul_vec_kernel<8><<<vgrid, 256, 0, ctx.stream()>>>(a); break;
-      case 4: head_matmul_vec_kernel<4><<<vgrid, 256, 0, ctx.stream()>>>(a); break;
-      case 2: head_matmul_vec_kernel<2><<<vgrid, 256, 0, ctx.stream()>>>(a); break;
-      default: head_matmul_vec_kernel<1><<<vgrid, 256, 0, ctx.stream()>>>(a); break;
+      case 32: { const auto kernel_fn = head_matmul_vec_kernel<32>;
+        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(vgrid), dim3(256), 0, a); } break;
+      case 16: { const auto kernel_fn = head_matmul_vec_kernel<16>;
+        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(vgrid), dim3(256), 0, a); } break;
+      case 8: { const auto kernel_fn = head_matmul_vec_kernel<8>;
+        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(vgrid), dim3(256), 0, a); } break;
+      case 4: { const auto kernel_fn = head_matmul_vec_kernel<4>;
+        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(vgrid), dim3(256), 0, a); } break;
+      case 2: { const auto kernel_fn = head_matmul_vec_kernel<2>;
+        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(vgrid), dim3(256), 0, a); } break;
+      default: { const auto kernel_fn = head_matmul_vec_kernel<1>;
+        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(vgrid), dim3(256), 0, a); } break;
     }
     DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
     return Status::Ok();
   }
   if (a.w_dtype == DType::kBF16) {
-    head_matmul_kernel<uint16_t><<<grid, 256, 0, ctx.stream()>>>(a);
+    { const auto kernel_fn = head_matmul_kernel<uint16_t>;
+      DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(256), 0, a); }
   } else if (a.w_dtype == DType::kF32) {
-    head_matmul_kernel<float><<<grid, 256, 0, ctx.stream()>>>(a);
+    { const auto kernel_fn = head_matmul_kernel<float>;
+      DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(256), 0, a); }
   } else {
     return Status::Unsupported(str_cat("head_matmul: weights of dtype ", dtype_name(a.w_dtype)));
   }
@@ -220,15 +239,16 @@ Status head_matmul(CudaContext& ctx, const HeadMatmulArgs& a) {
 Status moe_combine(CudaContext& ctx, const float* ys, const int32_t* pos, const float* weights, int64_t num_tokens,
                    int64_t top_k, int64_t hidden, float* out) {
   if (num_tokens <= 0) return Status::Ok();
-  moe_combine_kernel<<<grid_for(ctx, num_tokens * hidden), 256, 0, ctx.stream()>>>(ys, pos, weights, num_tokens,
-                                                                                    top_k, hidden, out);
+  { const auto kernel_fn = moe_combine_kernel;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid_for(ctx, num_tokens * hidden)), dim3(256), 0, ys, pos, weights, num_tokens, top_k, hidden, out); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
 }
 
 Status add_inplace(CudaContext& ctx, float* y, const float* x, int64_t n) {
   if (n <= 0) return Status::Ok();
-  add_kernel<<<grid_for(ctx, n), 256, 0, ctx.stream()>>>(y, x, n);
+  { const auto kernel_fn = add_kernel;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid_for(ctx, n)), dim3(256), 0, y, x, n); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
 }

@@ -20,6 +20,7 @@
 
 #include "kernels/cuda/bf16_load.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/cuda_moe.h"
 #include "kernels/cuda/fp8_load.cuh"
 #include "kernels/cuda/warp_reduce.cuh"
@@ -120,6 +121,7 @@ __device__ __forceinline__ void stage_chunks(float4* dst, const float4* src, int
 // per lane per step (2 R U loads in flight). Shared memory: x[t] (hidden floats, in quarters).
 template <class F, int R, int U>
 __global__ void __launch_bounds__(kWarps * 32) moe_gate_up_kernel(MoeExpertsArgs a) {
+  pdl_enter();
   using T = typename F::T;
   constexpr int C = F::kC, Q = C / 4;
   static_assert(8 % R == 0, "inter % 8 == 0 must cover whole warps' rows");
@@ -218,6 +220,7 @@ __global__ void __launch_bounds__(kWarps * 32) moe_gate_up_kernel(MoeExpertsArgs
 // kSmemH: h[t, 0..top_k) staged in shared memory (in quarters); otherwise read through L1 from global memory.
 template <class F, int R, int U, bool kSmemH>
 __global__ void __launch_bounds__(kWarps * 32) moe_down_kernel(MoeExpertsArgs a) {
+  pdl_enter();
   using T = typename F::T;
   constexpr int C = F::kC, Q = C / 4;
   static_assert(8 % R == 0, "hidden % 8 == 0 must cover whole warps' rows");
@@ -344,7 +347,8 @@ Status launch_gate_up(CudaContext& ctx, const MoeExpertsArgs& a) {
   constexpr int U = 4 / R * (16 / static_cast<int>(sizeof(typename F::Vec)));
   const size_t smem = static_cast<size_t>(a.hidden) * sizeof(float);
   DSI_RETURN_IF_ERROR(allow_smem(moe_gate_up_kernel<F, R, U>, smem));
-  moe_gate_up_kernel<F, R, U><<<row_grid<R>(a.num_tokens * a.top_k, a.inter), kWarps * 32, smem, ctx.stream()>>>(a);
+  { const auto kernel_fn = moe_gate_up_kernel<F, R, U>;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(row_grid<R>(a.num_tokens * a.top_k, a.inter)), dim3(kWarps * 32), smem, a); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
 }
@@ -354,7 +358,8 @@ Status launch_down(CudaContext& ctx, const MoeExpertsArgs& a) {
   constexpr int U = 8 / R * (16 / static_cast<int>(sizeof(typename F::Vec)));
   const size_t smem = kSmemH ? static_cast<size_t>(a.top_k * a.inter) * sizeof(float) : 0;
   DSI_RETURN_IF_ERROR(allow_smem(moe_down_kernel<F, R, U, kSmemH>, smem));
-  moe_down_kernel<F, R, U, kSmemH><<<row_grid<R>(a.num_tokens, a.hidden), kWarps * 32, smem, ctx.stream()>>>(a);
+  { const auto kernel_fn = moe_down_kernel<F, R, U, kSmemH>;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(row_grid<R>(a.num_tokens, a.hidden)), dim3(kWarps * 32), smem, a); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
 }

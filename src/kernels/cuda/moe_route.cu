@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace dsi::cuda {
@@ -26,6 +27,7 @@ __device__ void warp_argmax(double& v, int& idx) {
 
 // One warp (one block) per token. Shared memory: scores[E], choice[E] (double).
 __global__ void moe_route_kernel(MoeRouteArgs a) {
+  pdl_enter();
   extern __shared__ double smem[];
   const int64_t E = a.num_experts;
   double* scores = smem;
@@ -128,7 +130,8 @@ Status moe_route(CudaContext& ctx, const MoeRouteArgs& a) {
   }
   if (a.num_tokens == 0) return Status::Ok();
   const size_t smem = static_cast<size_t>(2 * a.num_experts) * sizeof(double);
-  moe_route_kernel<<<static_cast<unsigned>(a.num_tokens), 32, smem, ctx.stream()>>>(a);
+  { const auto kernel_fn = moe_route_kernel;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(static_cast<unsigned>(a.num_tokens)), dim3(32), smem, a); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
 }

@@ -15,6 +15,7 @@
 #include "kernels/cuda/bf16_load.cuh"
 #include "kernels/cuda/cuda_attention.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/warp_reduce.cuh"
 
 namespace dsi::cuda {
@@ -49,6 +50,7 @@ __device__ __forceinline__ int64_t row_of(const PagedAttentionArgs& a, int64_t s
 
 template <bool kPaged>
 __global__ void __launch_bounds__(kThreads) paged_attention_kernel(Params P) {
+  pdl_enter();
   const PagedAttentionArgs& a = P.a;
   __shared__ float q[kMaxDim];
   __shared__ float s[kTile];
@@ -186,6 +188,7 @@ __device__ __forceinline__ void load_chunk(const void* base, float (&out)[Vec<kP
 
 template <bool kPaged>
 __global__ void __launch_bounds__(kThreads) attention_vec_kernel(Params P) {
+  pdl_enter();
   using T = typename Vec<kPaged>::T;
   constexpr int E = Vec<kPaged>::kElems;
   constexpr int kKeysPerWarp = kTile / (kThreads / 32);  // 16
@@ -369,6 +372,7 @@ constexpr int kQ = 4;
 
 template <bool kPaged>
 __global__ void __launch_bounds__(kThreads) attention_mq_kernel(Params P) {
+  pdl_enter();
   using T = typename Vec<kPaged>::T;
   constexpr int E = Vec<kPaged>::kElems;
   constexpr int kKeysPerWarp = kTile / (kThreads / 32);  // 16
@@ -558,6 +562,7 @@ __device__ __forceinline__ void unpack_bf16x8(const uint4& v, float (&out)[8]) {
 
 template <int kG, int kL>
 __global__ void __launch_bounds__(kThreads) attention_gqa_kernel(Params P) {
+  pdl_enter();
   constexpr int kN = kGqaKeys<kG>;
   constexpr int kLaneGroups = kThreads / kL;          // 8 or 16
   constexpr int kStep = kLaneGroups * kN;             // keys per block step: 32 (kL 16) or 64 (kL 8)
@@ -764,6 +769,7 @@ __global__ void __launch_bounds__(kThreads) attention_gqa_kernel(Params P) {
 // One block per (token, head): out = sum_s e^(m_s - M) O_s / sum_s e^(m_s - M) l_s. Splits that saw no key (l = 0)
 // left O unwritten and weigh 0. Warp 0 turns the (m, l) rows into weights once; splits <= kMaxSplits.
 __global__ void attention_combine_kernel(Params P) {
+  pdl_enter();
   const PagedAttentionArgs& a = P.a;
   __shared__ float w[kMaxSplits];
   __shared__ float sh_inv;
@@ -803,14 +809,18 @@ __global__ void attention_combine_kernel(Params P) {
 }
 
 template <int kL>
-void launch_gqa(int64_t group, const dim3& grid, cudaStream_t stream, const Params& P) {
+Status launch_gqa(CudaContext& ctx, int64_t group, const dim3& grid, const Params& P) {
   if (group <= 2) {
-    attention_gqa_kernel<2, kL><<<grid, kThreads, 0, stream>>>(P);
+    { const auto kernel_fn = attention_gqa_kernel<2, kL>;
+      DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(kThreads), 0, P); }
   } else if (group <= 4) {
-    attention_gqa_kernel<4, kL><<<grid, kThreads, 0, stream>>>(P);
+    { const auto kernel_fn = attention_gqa_kernel<4, kL>;
+      DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(kThreads), 0, P); }
   } else {
-    attention_gqa_kernel<8, kL><<<grid, kThreads, 0, stream>>>(P);
+    { const auto kernel_fn = attention_gqa_kernel<8, kL>;
+      DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(kThreads), 0, P); }
   }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -890,30 +900,37 @@ Status paged_attention(CudaContext& ctx, const PagedAttentionArgs& a, const Page
     const dim3 gqa_grid(static_cast<unsigned>(a.num_tokens), static_cast<unsigned>(a.num_kv_heads),
                         static_cast<unsigned>(P.splits));
     if (a.head_dim <= 64 && a.v_dim <= 64) {
-      launch_gqa<8>(group, gqa_grid, ctx.stream(), P);
+      DSI_RETURN_IF_ERROR(launch_gqa<8>(ctx, group, gqa_grid, P));
     } else {
-      launch_gqa<16>(group, gqa_grid, ctx.stream(), P);
+      DSI_RETURN_IF_ERROR(launch_gqa<16>(ctx, group, gqa_grid, P));
     }
   } else if (mq) {
     const dim3 mq_grid(static_cast<unsigned>((a.num_tokens + kQ - 1) / kQ), static_cast<unsigned>(a.num_q_heads),
                        static_cast<unsigned>(P.splits));
     if (paged) {
-      attention_mq_kernel<true><<<mq_grid, kThreads, 0, ctx.stream()>>>(P);
+      { const auto kernel_fn = attention_mq_kernel<true>;
+        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(mq_grid), dim3(kThreads), 0, P); }
     } else {
-      attention_mq_kernel<false><<<mq_grid, kThreads, 0, ctx.stream()>>>(P);
+      { const auto kernel_fn = attention_mq_kernel<false>;
+        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(mq_grid), dim3(kThreads), 0, P); }
     }
   } else if (vec && paged) {
-    attention_vec_kernel<true><<<grid, kThreads, 0, ctx.stream()>>>(P);
+    { const auto kernel_fn = attention_vec_kernel<true>;
+      DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(kThreads), 0, P); }
   } else if (vec) {
-    attention_vec_kernel<false><<<grid, kThreads, 0, ctx.stream()>>>(P);
+    { const auto kernel_fn = attention_vec_kernel<false>;
+      DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(kThreads), 0, P); }
   } else if (paged) {
-    paged_attention_kernel<true><<<grid, kThreads, 0, ctx.stream()>>>(P);
+    { const auto kernel_fn = paged_attention_kernel<true>;
+      DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(kThreads), 0, P); }
   } else {
-    paged_attention_kernel<false><<<grid, kThreads, 0, ctx.stream()>>>(P);
+    { const auto kernel_fn = paged_attention_kernel<false>;
+      DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(kThreads), 0, P); }
   }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   if (P.splits > 1) {
-    attention_combine_kernel<<<static_cast<unsigned>(out_rows), 128, 0, ctx.stream()>>>(P);
+    { const auto kernel_fn = attention_combine_kernel;
+      DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(static_cast<unsigned>(out_rows)), dim3(128), 0, P); }
     DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   }
   return Status::Ok();

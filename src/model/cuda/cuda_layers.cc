@@ -156,11 +156,42 @@ Status DLinear::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t 
   return cu::matmul(ctx, a);
 }
 
+bool DLinear::fuses_silu_mul(int64_t m) const {
+  const bool aligned = reinterpret_cast<uintptr_t>(w) % 16 == 0;
+  if (dtype == DType::kBF16) return m == 1 && k % 8 == 0 && aligned;
+  if (dtype == DType::kF8E4M3) return m >= 1 && m <= kFp8GemvMaxM && k % 16 == 0 && aligned;
+  return false;
+}
+
+Status DLinear::forward_silu_mul(CudaContext& ctx, const float* gate_up, int64_t m, float* y) const {
+  if (dtype == DType::kF8E4M3) {
+    return cu::gemv_fp8(ctx, {.x = gate_up, .w = static_cast<const uint8_t*>(w), .w_scale = scale, .bias = bias,
+                              .y = y, .m = m, .n = n, .k = k, .x_stride = 2 * k, .silu_mul = true});
+  }
+  MatmulArgs a;
+  a.x = gate_up;
+  a.w = w;
+  a.w_dtype = dtype;
+  a.bias = bias;
+  a.y = y;
+  a.m = m;
+  a.n = n;
+  a.k = k;
+  a.x_stride = 2 * k;
+  return cu::gemv_bf16_silu_mul(ctx, a);
+}
+
 Status DMlp::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out) const {
   DSI_ASSIGN_OR_RETURN(float* gu, arena.floats(m * 2 * inter));
   DSI_ASSIGN_OR_RETURN(float* act, arena.floats(m * inter));
   DSI_RETURN_IF_ERROR(gate_up.forward(ctx, arena, x, m, gu));
   profile_mark(ctx, "mlp_gate_up");
+  if (down.fuses_silu_mul(m)) {
+    // Decode rows: the down GEMV forms silu(gate) * up as it stages its input (one kernel less).
+    DSI_RETURN_IF_ERROR(down.forward_silu_mul(ctx, gu, m, out));
+    profile_mark(ctx, "mlp_down");
+    return Status::Ok();
+  }
   DSI_RETURN_IF_ERROR(cu::silu_mul(ctx, {.gate = gu, .up = gu + inter, .out = act, .m = m, .d = inter,
                                          .in_stride = 2 * inter}));
   DSI_RETURN_IF_ERROR(down.forward(ctx, arena, act, m, out));
@@ -259,43 +290,53 @@ Status DMla::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
     q_stride = qw;
   }
   float* lat = fa + lat0;
-  DSI_RETURN_IF_ERROR(cu::rmsnorm(ctx, {.x = lat, .w = kv_a_norm, .y = lat, .m = t, .d = r, .x_stride = fw,
-                                        .y_stride = fw, .eps = eps}));
-  RopeArgs rp;
-  rp.positions = b.positions;
-  rp.num_tokens = t;
-  rp.rot_dim = rope_dim;
-  rp.inv_freq = rope.inv_freq;
-  rp.attn_factor = rope.attn_factor;
-  rp.style = RopeStyle::kInterleaved;
-  rp.x = q + nope;
-  rp.num_heads = heads;
-  rp.token_stride = q_stride;
-  rp.head_stride = qk;
-  DSI_RETURN_IF_ERROR(cu::rope(ctx, rp));
-  rp.x = lat + r;
-  rp.num_heads = 1;
-  rp.token_stride = fw;
-  rp.head_stride = fw;
-  DSI_RETURN_IF_ERROR(cu::rope(ctx, rp));
-  DSI_RETURN_IF_ERROR(cu::kv_write(ctx, {.src = lat, .src_stride = fw, .pool = pool, .row_width = lw(), .col0 = 0,
-                                         .width = lw(), .slots = b.slots, .num_tokens = t}));
-  // Contiguous queries [t, heads, qk] for the attention paths (one token is contiguous at any row stride).
-  float* qc = q;
-  if (q_stride != qw && t > 1) {
-    DSI_ASSIGN_OR_RETURN(qc, arena.floats(t * qw));
-    DSI_RETURN_IF_ERROR(cu::copy_3d(ctx, {.src = q, .dst = qc, .n0 = t, .n1 = 1, .width = qw, .s0 = q_stride,
-                                          .s1 = 0, .d0 = qw, .d1 = 0}));
-  }
-  profile_mark(ctx, "mla_q_rope_kv");
   DSI_ASSIGN_OR_RETURN(float* attn, arena.floats(t * heads * v));
   // Auto: absorbed for decode steps, naive for prefill-only steps. A step that mixes decode tokens with prefill
   // chunks runs absorbed throughout: the naive form would expand a decode token's whole context (every head, f32)
   // to attend with one query.
   const bool absorbed = mode == MlaMode::kAbsorbed || (mode == MlaMode::kAuto && b.any_single);
   if (absorbed) {
-    DSI_RETURN_IF_ERROR(attend_absorbed(ctx, arena, qc, b, attn));
+    // One kernel normalizes and ropes the latent into the cache and ropes q_pe into the absorbed query.
+    DSI_ASSIGN_OR_RETURN(float* q_lat, arena.floats(t * heads * lw()));  // [t, heads, r + rope]
+    DSI_RETURN_IF_ERROR(cu::mla_prep(ctx, {.lat = lat, .lat_stride = fw, .norm_w = kv_a_norm, .eps = eps, .q = q,
+                                           .q_token_stride = q_stride, .q_head_stride = qk, .nope = nope,
+                                           .q_lat = q_lat, .q_lat_token_stride = heads * lw(),
+                                           .q_lat_head_stride = lw(), .pool = pool, .slots = b.slots,
+                                           .positions = b.positions, .inv_freq = rope.inv_freq,
+                                           .attn_factor = rope.attn_factor, .style = RopeStyle::kInterleaved,
+                                           .num_tokens = t, .heads = heads, .r = r, .rope_dim = rope_dim}));
+    profile_mark(ctx, "mla_q_rope_kv");
+    DSI_RETURN_IF_ERROR(attend_absorbed(ctx, arena, q, q_stride, q_lat, b, attn));
   } else {
+    DSI_RETURN_IF_ERROR(cu::rmsnorm(ctx, {.x = lat, .w = kv_a_norm, .y = lat, .m = t, .d = r, .x_stride = fw,
+                                          .y_stride = fw, .eps = eps}));
+    RopeArgs rp;
+    rp.positions = b.positions;
+    rp.num_tokens = t;
+    rp.rot_dim = rope_dim;
+    rp.inv_freq = rope.inv_freq;
+    rp.attn_factor = rope.attn_factor;
+    rp.style = RopeStyle::kInterleaved;
+    rp.x = q + nope;
+    rp.num_heads = heads;
+    rp.token_stride = q_stride;
+    rp.head_stride = qk;
+    DSI_RETURN_IF_ERROR(cu::rope(ctx, rp));
+    rp.x = lat + r;
+    rp.num_heads = 1;
+    rp.token_stride = fw;
+    rp.head_stride = fw;
+    DSI_RETURN_IF_ERROR(cu::rope(ctx, rp));
+    DSI_RETURN_IF_ERROR(cu::kv_write(ctx, {.src = lat, .src_stride = fw, .pool = pool, .row_width = lw(),
+                                           .col0 = 0, .width = lw(), .slots = b.slots, .num_tokens = t}));
+    // Contiguous queries [t, heads, qk] for the naive path (one token is contiguous at any row stride).
+    float* qc = q;
+    if (q_stride != qw && t > 1) {
+      DSI_ASSIGN_OR_RETURN(qc, arena.floats(t * qw));
+      DSI_RETURN_IF_ERROR(cu::copy_3d(ctx, {.src = q, .dst = qc, .n0 = t, .n1 = 1, .width = qw, .s0 = q_stride,
+                                            .s1 = 0, .d0 = qw, .d1 = 0}));
+    }
+    profile_mark(ctx, "mla_q_rope_kv");
     DSI_RETURN_IF_ERROR(attend_naive(ctx, arena, qc, b, attn));
   }
   profile_mark(ctx, absorbed ? "mla_absorbed" : "mla_naive");
@@ -304,17 +345,15 @@ Status DMla::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
   return Status::Ok();
 }
 
-Status DMla::attend_absorbed(CudaContext& ctx, Arena& arena, const float* q, const BatchMeta& b,
-                             float* attn) const {
+Status DMla::attend_absorbed(CudaContext& ctx, Arena& arena, const float* q, int64_t q_stride, float* q_lat,
+                             const BatchMeta& b, float* attn) const {
   const int64_t t = b.num_tokens, qk = nope + rope_dim, w = lw();
-  DSI_ASSIGN_OR_RETURN(float* q_lat, arena.floats(t * heads * w));  // [t, heads, r + rope]
   DSI_ASSIGN_OR_RETURN(float* o_lat, arena.floats(t * heads * r));  // [t, heads, r]
-  DSI_RETURN_IF_ERROR(cu::head_matmul(ctx, {.x = q, .x_token_stride = heads * qk, .x_head_stride = qk, .w = w_uk_t,
+  // q_lat[:, h, :r] = q_nope[:, h] W_UK_h (its rope columns are mla_prep's).
+  DSI_RETURN_IF_ERROR(cu::head_matmul(ctx, {.x = q, .x_token_stride = q_stride, .x_head_stride = qk, .w = w_uk_t,
                                             .w_dtype = kv_b.dtype, .w_head_stride = r * nope, .w_row_stride = nope,
                                             .y = q_lat, .y_token_stride = heads * w, .y_head_stride = w,
                                             .num_tokens = t, .num_heads = heads, .n = r, .k = nope}));
-  DSI_RETURN_IF_ERROR(cu::copy_3d(ctx, {.src = q + nope, .dst = q_lat + r, .n0 = t, .n1 = heads, .width = rope_dim,
-                                        .s0 = heads * qk, .s1 = qk, .d0 = heads * w, .d1 = w}));
   if (b.all_single && r == 512 && rope_dim == 64) {
     // One query per sequence: the tensor-core split-K kernel over the paged latent cache.
     cu::MlaDecodeArgs m;

@@ -62,6 +62,9 @@ struct DLinear {
   // FP8 matmuls above the GEMV sizes take their quantized activations from the arena.
   Status forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* y, int64_t x_stride = 0,
                  int64_t y_stride = 0) const;
+  // y = (silu(gate) * up) W^T from gate_up = [m, 2k] (gate | up) in one GEMV, where fuses_silu_mul(m).
+  bool fuses_silu_mul(int64_t m) const;
+  Status forward_silu_mul(CudaContext& ctx, const float* gate_up, int64_t m, float* y) const;
 };
 
 struct DMlp {
@@ -118,7 +121,9 @@ struct DMla {
   uint16_t* pool = nullptr;  // [rows, r + rope_dim] bf16
   int64_t lw() const { return r + rope_dim; }
   Status forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out) const;
-  Status attend_absorbed(CudaContext& ctx, Arena& arena, const float* q, const BatchMeta& b, float* attn) const;
+  // q: [t, heads, nope + rope] at row stride q_stride; q_lat: [t, heads, r + rope] with its rope columns filled.
+  Status attend_absorbed(CudaContext& ctx, Arena& arena, const float* q, int64_t q_stride, float* q_lat,
+                         const BatchMeta& b, float* attn) const;
   Status attend_naive(CudaContext& ctx, Arena& arena, const float* q, const BatchMeta& b, float* attn) const;
 };
 

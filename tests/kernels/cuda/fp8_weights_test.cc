@@ -4,6 +4,7 @@
 // signs); scales vary per block by a factor up to 16, so a wrong block index shows as a large error.
 // Also: every finite code decodes exactly (in each of the 16 byte positions of a load), and timing lines
 // ("INFO ...", weight bytes per second) for the decode GEMV on DeepSeek-V3 shapes.
+#include <cmath>
 #include <cstring>
 #include <numeric>
 
@@ -68,16 +69,26 @@ struct Fp8MatmulCase {
   bool bias = false, accumulate = false;
   int64_t x_pad = 0, y_pad = 0;  // extra row stride
   bool misalign_w = false;       // w one byte past a 16-byte boundary (GEMV falls back to the tiled kernel)
+  bool silu_mul = false;         // x rows are gate | up (2k wide); the input is silu(gate) * up
 };
 
 void test_fp8_matmul(CudaContext& ctx, const Fp8MatmulCase& c) {
   const char* path = c.path == Fp8Path::kGemv ? "gemv_fp8" : "gemm_fp8_weight_only";
   const std::string name = str_cat(path, " m=", c.m, " n=", c.n, " k=", c.k, c.bias ? " +bias" : "",
                                    c.accumulate ? " +acc" : "", c.x_pad || c.y_pad ? " strided" : "",
-                                   c.misalign_w ? " misaligned-w" : "");
-  const int64_t xs = c.k + c.x_pad, ys = c.n + c.y_pad;
+                                   c.misalign_w ? " misaligned-w" : "", c.silu_mul ? " silu_mul" : "");
+  const int64_t xs = (c.silu_mul ? 2 * c.k : c.k) + c.x_pad, ys = c.n + c.y_pad;
   const int64_t nb = (c.n + 127) / 128, kb = (c.k + 127) / 128;
   const auto x = random_f32(c.m * xs);
+  std::vector<float> xin = x;  // the matmul's input
+  if (c.silu_mul) {
+    for (int64_t i = 0; i < c.m; ++i) {
+      for (int64_t kk = 0; kk < c.k; ++kk) {
+        const float g = x[i * xs + kk], u = x[i * xs + c.k + kk];
+        xin[i * xs + kk] = g / (1.0f + std::exp(-g)) * u;
+      }
+    }
+  }
   const auto w = random_codes(c.n * c.k);
   const auto scale = random_scales(nb * kb, 1e-3f);
   const auto bias = random_f32(c.n);
@@ -90,7 +101,7 @@ void test_fp8_matmul(CudaContext& ctx, const Fp8MatmulCase& c) {
     for (int64_t kk = 0; kk < c.k; ++kk) wrow[kk] = wm.at(j, kk);
     for (int64_t i = 0; i < c.m; ++i) {
       double s = c.bias ? double{bias[j]} : 0.0;
-      for (int64_t kk = 0; kk < c.k; ++kk) s += double{x[i * xs + kk]} * wrow[kk];
+      for (int64_t kk = 0; kk < c.k; ++kk) s += double{xin[i * xs + kk]} * wrow[kk];
       want[i * ys + j] = static_cast<float>(c.accumulate ? s + y0[i * ys + j] : s);
     }
   }
@@ -101,7 +112,8 @@ void test_fp8_matmul(CudaContext& ctx, const Fp8MatmulCase& c) {
   auto dw = upload(ctx, w_host);
   const cuda::GemvFp8Args a{.x = dx.get(), .w = dw.get() + (c.misalign_w ? 1 : 0), .w_scale = dscale.get(),
                             .bias = c.bias ? dbias.get() : nullptr, .y = dy.get(), .m = c.m, .n = c.n, .k = c.k,
-                            .x_stride = xs, .y_stride = ys, .accumulate = c.accumulate};
+                            .x_stride = xs, .y_stride = ys, .accumulate = c.accumulate,
+                            .silu_mul = c.silu_mul};
   CT_TRY(name, c.path == Fp8Path::kGemv ? cuda::gemv_fp8(ctx, a) : cuda::gemm_fp8_weight_only(ctx, a));
   const auto got = download(ctx, dy, c.m * ys);
   // f32 products and sums against double; the padding between rows must be untouched.
@@ -391,6 +403,10 @@ void run_fp8_weights_tests(CudaContext& ctx) {
     test_fp8_matmul(ctx, {.m = m, .n = 7168, .k = 2048});
   }
   test_fp8_matmul(ctx, {.m = 1, .n = 1000, .k = 1360, .bias = true});
+  // SwiGLU input formed in the GEMV (the V3 MLP down projection: k = 18432; shared expert k = 2048).
+  test_fp8_matmul(ctx, {.m = 1, .n = 7168, .k = 18432, .silu_mul = true});
+  test_fp8_matmul(ctx, {.m = 4, .n = 300, .k = 2048, .bias = true, .x_pad = 16, .silu_mul = true});
+  test_fp8_matmul(ctx, {.m = 3, .n = 130, .k = 208, .silu_mul = true});
   test_fp8_matmul(ctx, {.m = 1, .n = 64, .k = 16384, .accumulate = true});  // few rows: the long k is split
   test_fp8_matmul(ctx, {.m = 4, .n = 129, .k = 10944, .bias = true, .accumulate = true});
   test_fp8_matmul(ctx, {.m = 7, .n = 300, .k = 2048, .accumulate = true, .x_pad = 8, .y_pad = 3});

@@ -1,4 +1,6 @@
 // GEMV (ours), cuBLASLt bf16 / f32 GEMMs and the matmul dispatcher against ref matmul.
+#include <cmath>
+
 #include "cuda_test_util.h"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -13,22 +15,33 @@ struct MatmulCase {
   Path path = Path::kDispatch;
   bool bias = false, accumulate = false;
   int64_t x_pad = 0, y_pad = 0;  // extra row stride
+  bool silu_mul = false;          // gemv_bf16_silu_mul: x rows are gate | up (2k wide)
 };
 
 void test_matmul(CudaContext& ctx, const MatmulCase& c) {
   const char* path = c.path == Path::kGemv ? "gemv" : c.path == Path::kCublas ? "cublaslt" : "dispatch";
   const std::string name = str_cat("matmul ", path, " w=", dtype_name(c.w_dtype), " m=", c.m, " n=", c.n, " k=", c.k,
                                    c.bias ? " +bias" : "", c.accumulate ? " +acc" : "",
-                                   c.x_pad || c.y_pad ? " strided" : "");
-  const int64_t xs = c.k + c.x_pad, ys = c.n + c.y_pad;
-  const auto x = random_f32(c.m * xs);
+                                   c.x_pad || c.y_pad ? " strided" : "", c.silu_mul ? " silu_mul" : "");
+  const int64_t xs = (c.silu_mul ? 2 * c.k : c.k) + c.x_pad, ys = c.n + c.y_pad;
+  const auto x = random_f32(c.m * xs, c.silu_mul ? -4.0f : -1.0f, c.silu_mul ? 4.0f : 1.0f);
+  // The matmul's input: x itself, or silu(gate) * up (f32, as the kernels form it).
+  std::vector<float> xin = x;
+  if (c.silu_mul) {
+    for (int64_t i = 0; i < c.m; ++i) {
+      for (int64_t kk = 0; kk < c.k; ++kk) {
+        const float g = x[i * xs + kk], u = x[i * xs + c.k + kk];
+        xin[i * xs + kk] = g / (1.0f + std::exp(-g)) * u;
+      }
+    }
+  }
   const auto w32 = random_f32(c.n * c.k);
   const auto w16 = to_bf16(w32);
   const auto bias = random_f32(c.n);
   const auto y0 = random_f32(c.m * ys);
   std::vector<float> want = y0;
   const void* hw = c.w_dtype == DType::kBF16 ? static_cast<const void*>(w16.data()) : w32.data();
-  MatmulArgs a{.x = x.data(), .w = hw, .w_dtype = c.w_dtype, .bias = c.bias ? bias.data() : nullptr,
+  MatmulArgs a{.x = xin.data(), .w = hw, .w_dtype = c.w_dtype, .bias = c.bias ? bias.data() : nullptr,
                .y = want.data(), .m = c.m, .n = c.n, .k = c.k, .x_stride = xs, .y_stride = ys,
                .accumulate = c.accumulate};
   ref_ops().matmul(a);
@@ -39,7 +52,8 @@ void test_matmul(CudaContext& ctx, const MatmulCase& c) {
   a.w = c.w_dtype == DType::kBF16 ? static_cast<const void*>(dw16.get()) : dw32.get();
   a.bias = c.bias ? dbias.get() : nullptr;
   a.y = dy.get();
-  Status st = c.path == Path::kGemv     ? cuda::gemv_bf16(ctx, a)
+  Status st = c.silu_mul                 ? cuda::gemv_bf16_silu_mul(ctx, a)
+              : c.path == Path::kGemv   ? cuda::gemv_bf16(ctx, a)
               : c.path == Path::kCublas ? cuda::gemm_cublaslt(ctx, a)
                                         : cuda::matmul(ctx, a);
   CT_TRY(name, st);
@@ -86,6 +100,12 @@ void run_gemm_tests(CudaContext& ctx) {
   test_matmul(ctx, {.m = 3, .n = 16, .k = 132, .w_dtype = DType::kF32, .path = Path::kDispatch, .x_pad = 2});
   test_matmul(ctx, {.m = 5, .n = 2048, .k = 2048, .path = Path::kDispatch});
   test_matmul(ctx, {.m = 40, .n = 96, .k = 4096, .path = Path::kDispatch});
+  // The MLP's down projection with the SwiGLU product formed in the GEMV (V2-Lite shared experts, odd shapes,
+  // the simple kernel at k % 8 != 0, several splits of k).
+  test_matmul(ctx, {.m = 1, .n = 2048, .k = 2816, .path = Path::kGemv, .silu_mul = true});
+  test_matmul(ctx, {.m = 1, .n = 257, .k = 1000, .path = Path::kGemv, .bias = true, .x_pad = 8, .silu_mul = true});
+  test_matmul(ctx, {.m = 3, .n = 100, .k = 10944, .path = Path::kGemv, .silu_mul = true});
+  test_matmul(ctx, {.m = 2, .n = 33, .k = 1001, .path = Path::kGemv, .silu_mul = true});
   test_gemm_bf16(ctx, 128, 256, 512, DType::kF32);
   test_gemm_bf16(ctx, 77, 520, 1024, DType::kBF16);
 }

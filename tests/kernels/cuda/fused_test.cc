@@ -1,0 +1,135 @@
+// The decode fusions and launch machinery: mla_prep against kernels/ref (rmsnorm, rope) with the bf16 rounding of
+// the cache; a chain of GEMV, RMSNorm and attention-side kernels run with programmatic dependent launch on and
+// off (the results must be bit-identical: PDL may only change timing); the split-k GEMVs giving bit-identical
+// results run to run (the last split adds the partials in a fixed order).
+#include <cmath>
+#include <cstring>
+
+#include "cuda_test_util.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_model_ops.h"
+#include "kernels/cuda/cuda_ops.h"
+
+namespace dsi::cuda_test {
+namespace {
+
+uint16_t bf16_round(float f) { return to_bf16(std::vector<float>{f})[0]; }
+
+void test_mla_prep(CudaContext& ctx, int64_t tokens, int64_t heads, int64_t r, int64_t rope, int64_t nope,
+                   RopeStyle style) {
+  const std::string name = str_cat("mla_prep tokens=", tokens, " heads=", heads, " r=", r, " rope=", rope,
+                                   style == RopeStyle::kNeox ? " neox" : " interleaved");
+  const int64_t lw = r + rope, lat_stride = lw + 40;  // the latent sits inside a wider row (q | c_kv | k_pe)
+  const int64_t qk = nope + rope, q_stride = heads * qk + 24;
+  const auto lat = random_f32(tokens * lat_stride, -3.0f, 3.0f);
+  const auto w = random_f32(r, 0.5f, 1.5f);
+  const auto q = random_f32(tokens * q_stride);
+  std::vector<int64_t> pos(tokens);
+  std::vector<int32_t> slots(tokens);
+  const int64_t rows = tokens + 5;
+  for (int64_t t = 0; t < tokens; ++t) {
+    pos[t] = (t * 613 + 7) % 4096;
+    slots[t] = t == 1 ? -1 : static_cast<int32_t>((t * 3 + 2) % rows);  // one padding token (no cache write)
+  }
+  std::vector<double> inv_freq(rope / 2);
+  for (int64_t i = 0; i < rope / 2; ++i) inv_freq[i] = std::pow(10000.0, -2.0 * i / rope) * 0.9;
+  const double attn_factor = 1.13;
+
+  // Reference: ref rmsnorm and rope on host copies, then the bf16 rounding of the cache.
+  std::vector<float> lat_ref = lat, q_ref = q;
+  ref_ops().rmsnorm({.x = lat_ref.data(), .w = w.data(), .y = lat_ref.data(), .m = tokens, .d = r,
+                     .x_stride = lat_stride, .y_stride = lat_stride});
+  RopeArgs ra{.x = lat_ref.data() + r, .positions = pos.data(), .num_tokens = tokens, .num_heads = 1,
+              .token_stride = lat_stride, .head_stride = lat_stride, .rot_dim = rope, .inv_freq = inv_freq.data(),
+              .attn_factor = attn_factor, .style = style};
+  ref_ops().rope(ra);
+  ra.x = q_ref.data() + nope;
+  ra.num_heads = heads;
+  ra.token_stride = q_stride;
+  ra.head_stride = qk;
+  ref_ops().rope(ra);
+  const std::vector<uint16_t> pool0 = to_bf16(random_f32(rows * lw));
+  std::vector<float> want_pool = from_bf16(pool0);
+  const int64_t qls = heads * lw;  // q_lat token stride
+  const std::vector<float> q_lat0 = random_f32(tokens * qls);
+  std::vector<float> want_q = q_lat0;
+  for (int64_t t = 0; t < tokens; ++t) {
+    if (slots[t] >= 0) {
+      for (int64_t c = 0; c < lw; ++c) {
+        want_pool[slots[t] * lw + c] = from_bf16({bf16_round(lat_ref[t * lat_stride + c])})[0];
+      }
+    }
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < rope; ++i) want_q[t * qls + h * lw + r + i] = q_ref[t * q_stride + h * qk + nope + i];
+    }
+  }
+
+  auto dlat = upload(ctx, lat), dw = upload(ctx, w), dq = upload(ctx, q), dql = upload(ctx, q_lat0);
+  auto dpos = upload(ctx, pos);
+  auto dslots = upload(ctx, slots);
+  auto dfreq = upload(ctx, inv_freq);
+  auto dpool = upload(ctx, pool0);
+  CT_TRY(name, cuda::mla_prep(ctx, {.lat = dlat.get(), .lat_stride = lat_stride, .norm_w = dw.get(), .eps = 1e-6f,
+                                    .q = dq.get(), .q_token_stride = q_stride, .q_head_stride = qk, .nope = nope,
+                                    .q_lat = dql.get(), .q_lat_token_stride = qls, .q_lat_head_stride = lw,
+                                    .pool = dpool.get(), .slots = dslots.get(), .positions = dpos.get(),
+                                    .inv_freq = dfreq.get(), .attn_factor = attn_factor, .style = style,
+                                    .num_tokens = tokens, .heads = heads, .r = r, .rope_dim = rope}));
+  // The cache: within one bf16 step (the norm's f32 sum order differs from the reference's); rows of padding
+  // tokens and unused rows untouched. q_lat: the rope columns as the reference, the others untouched.
+  report(name + " (cache rows)", rel_max_err(from_bf16(download(ctx, dpool, rows * lw)), want_pool), 8e-3);
+  report(name + " (q_lat)", rel_max_err(download(ctx, dql, q_lat0.size()), want_q), 1e-6);
+}
+
+// A decode-like chain: rmsnorm -> GEMV (split k) -> GEMV with SwiGLU input -> rmsnorm with residual; the results
+// with PDL off and on must match bit for bit, and so must two runs (split-k sums in a fixed order).
+void test_pdl_chain(CudaContext& ctx) {
+  const std::string name = "PDL chain (rmsnorm, split-k GEMVs, fused SwiGLU GEMV) on == off, run == run";
+  const int64_t d = 2048, inter = 1408;
+  const auto x = random_f32(d), nw = random_f32(d, 0.5f, 1.5f);
+  const auto w1 = to_bf16(random_f32(2 * inter * d, -0.05f, 0.05f));
+  const auto w2 = to_bf16(random_f32(d * inter, -0.05f, 0.05f));
+  auto dx = upload(ctx, x), dnw = upload(ctx, nw);
+  auto dw1 = upload(ctx, w1), dw2 = upload(ctx, w2);
+  auto dres = upload(ctx, std::vector<float>(d, 0.0f));
+  auto dh = upload(ctx, std::vector<float>(d)), dgu = upload(ctx, std::vector<float>(2 * inter));
+  auto dy = upload(ctx, std::vector<float>(d)), dout = upload(ctx, std::vector<float>(d));
+  const auto run = [&](bool pdl) -> Result<std::vector<float>> {
+    ctx.set_pdl(pdl);
+    DSI_CUDA_RETURN_IF_ERROR(cudaMemcpy(dres.get(), x.data(), d * sizeof(float), cudaMemcpyHostToDevice));
+    for (int rep = 0; rep < 3; ++rep) {
+      DSI_RETURN_IF_ERROR(cuda::rmsnorm(ctx, {.x = dres.get(), .w = dnw.get(), .y = dh.get(), .m = 1, .d = d}));
+      MatmulArgs a{.x = dh.get(), .w = dw1.get(), .w_dtype = DType::kBF16, .y = dgu.get(), .m = 1, .n = 2 * inter,
+                   .k = d};
+      DSI_RETURN_IF_ERROR(cuda::gemv_bf16(ctx, a));
+      MatmulArgs b{.x = dgu.get(), .w = dw2.get(), .w_dtype = DType::kBF16, .y = dy.get(), .m = 1, .n = d,
+                   .k = inter};
+      DSI_RETURN_IF_ERROR(cuda::gemv_bf16_silu_mul(ctx, b));
+      DSI_RETURN_IF_ERROR(cuda::rmsnorm_residual(ctx, {.x = dy.get(), .residual = dres.get(), .w = dnw.get(),
+                                                       .y = dout.get(), .m = 1, .d = d}));
+    }
+    DSI_RETURN_IF_ERROR(ctx.synchronize());
+    return download(ctx, dout, d);
+  };
+  const bool was = ctx.pdl();
+  auto off = run(false), on = run(true), on2 = run(true);
+  ctx.set_pdl(was);
+  CT_TRY(name, off.status());
+  CT_TRY(name, on.status());
+  CT_TRY(name, on2.status());
+  CT_CHECK(name + " (pdl on == off)", std::memcmp(off->data(), on->data(), d * sizeof(float)) == 0);
+  CT_CHECK(name + " (run == run)", std::memcmp(on->data(), on2->data(), d * sizeof(float)) == 0);
+  std::printf("PASS %s (PDL %s on this device)\n", name.c_str(), was ? "available" : "not available");
+  tally().passed++;
+}
+
+}  // namespace
+
+void run_fused_tests(CudaContext& ctx) {
+  test_mla_prep(ctx, 1, 16, 512, 64, 128, RopeStyle::kInterleaved);   // V2-Lite decode
+  test_mla_prep(ctx, 7, 128, 512, 64, 128, RopeStyle::kInterleaved);  // V3 heads, several tokens
+  test_mla_prep(ctx, 3, 4, 96, 32, 16, RopeStyle::kNeox);             // small fixture widths
+  test_pdl_chain(ctx);
+}
+
+}  // namespace dsi::cuda_test
