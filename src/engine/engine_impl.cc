@@ -292,15 +292,40 @@ void EngineImpl::run_step() {
       chunks.push_back(&c);
     }
   }
-  auto logits = model_->forward(batch, cache_);
-  if (!logits.ok()) {
-    log_warn("engine: forward failed: ", logits.status().to_string());
-    for (const ScheduledChunk* c : chunks) finish_now(c->seq_id, "error", logits.status().to_string());
+  const auto fail = [&](const Status& st) {
+    log_warn("engine: forward failed: ", st.to_string());
+    for (const ScheduledChunk* c : chunks) finish_now(c->seq_id, "error", st.to_string());
     (void)scheduler_.update({});
+  };
+  // A runner that samples on the device saves the [rows, vocab] logits download and the host sort of each row;
+  // penalties and logprobs still need the host logits. Each sequence's Sampler draws its random number in the
+  // same order on both paths (one per non-greedy sample), so seeded outputs do not depend on the path.
+  bool on_device = model_->samples_on_device();
+  for (const ScheduledChunk* c : chunks) {
+    if (!c->samples) continue;
+    const Active& a = active_.at(c->seq_id);
+    if (has_penalties(a.request.sampling) || a.request.top_logprobs >= 0) on_device = false;
+  }
+  std::vector<SequenceOutput> outputs;
+  if (on_device) {
+    std::vector<RowSampling> rows(chunks.size());  // greedy by default: rows that do not sample are ignored
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      if (!chunks[i]->samples) continue;
+      Active& a = active_.at(chunks[i]->seq_id);
+      rows[i].params = sample_params(a.request.sampling);
+      if (!is_greedy(rows[i].params)) rows[i].u01 = a.sampler.next_uniform();
+    }
+    auto ids = model_->forward_sampled(batch, cache_, rows);
+    if (!ids.ok()) return fail(ids.status());
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      if (chunks[i]->samples) outputs.push_back({chunks[i]->seq_id, (*ids)[i]});
+    }
+    for (const RequestDelta& d : scheduler_.update(outputs)) deliver(d);
     return;
   }
+  auto logits = model_->forward(batch, cache_);
+  if (!logits.ok()) return fail(logits.status());
   const int64_t vocab = model_->config().vocab_size;
-  std::vector<SequenceOutput> outputs;
   std::vector<float> row;
   for (size_t i = 0; i < chunks.size(); ++i) {
     const ScheduledChunk& c = *chunks[i];

@@ -7,6 +7,8 @@
 #include <random>
 #include <span>
 
+#include "kernels/ref/ref_sampling.h"
+
 namespace dsi {
 
 struct SamplingParams {
@@ -22,14 +24,27 @@ struct SamplingParams {
 class Sampler {
  public:
   explicit Sampler(uint64_t seed) : rng_(seed) {}
-  // logits: [vocab]. Ties in greedy go to the lowest id.
+  // logits: [vocab]. Ties in greedy go to the lowest id. Draws one next_uniform() unless greedy.
   int64_t sample(const float* logits, int64_t vocab, const SamplingParams& params);
+  // The one random number a non-greedy sample consumes, in [0, 1). A caller that samples elsewhere (on the GPU)
+  // draws it here, so seeded outputs do not depend on where the sampling ran.
+  double next_uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
 
  private:
   std::mt19937_64 rng_;
 };
 
-int64_t argmax(const float* logits, int64_t vocab);
+inline SampleParams sample_params(const SamplingParams& p) {
+  return {.temperature = p.temperature, .top_p = p.top_p, .min_p = p.min_p, .top_k = p.top_k};
+}
+
+inline int64_t argmax(const float* logits, int64_t vocab) { return ref_argmax(logits, vocab); }
+
+// Whether apply_penalties changes anything (the sampler then needs the logits on the host).
+inline bool has_penalties(const SamplingParams& p) {
+  return (p.repetition_penalty != 1.0f && p.repetition_penalty > 0.0f) || p.presence_penalty != 0.0f ||
+         p.frequency_penalty != 0.0f;
+}
 
 // Repetition penalty over prompt and output tokens (positive logits divided, negative multiplied), then presence
 // and frequency penalties over output tokens (OpenAI semantics), in place. No-op with default params.

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <map>
+#include <random>
 
 namespace dsi {
 namespace {
@@ -40,6 +42,34 @@ TEST(Sampler, TemperatureSpreadsChoices) {
   std::map<int64_t, int> seen;
   for (int i = 0; i < 300; ++i) seen[s.sample(logits, 3, {.temperature = 1.0f})]++;
   EXPECT_EQ(seen.size(), 3u);
+}
+
+// ref_sample is the inverse CDF of the kept distribution in descending logit order, ties by ascending id.
+TEST(Sampler, RefSampleInverseCdf) {
+  const float logits[] = {0.0f, std::log(3.0f)};  // probabilities 1/4, 3/4: order id 1, id 0
+  const SampleParams p{.temperature = 1.0f};
+  EXPECT_EQ(ref_sample(logits, 2, p, 0.0), 1);
+  EXPECT_EQ(ref_sample(logits, 2, p, 0.74), 1);
+  EXPECT_EQ(ref_sample(logits, 2, p, 0.76), 0);
+  const float tied[] = {1.0f, 2.0f, 1.0f, 2.0f, 1.0f};  // order: 1, 3, 0, 2, 4
+  EXPECT_EQ(ref_sample(tied, 5, {.temperature = 1.0f, .top_k = 3}, 0.999), 0);
+  EXPECT_EQ(ref_sample(tied, 5, {.temperature = 1.0f, .top_k = 2}, 0.6), 3);
+  EXPECT_EQ(ref_sample(tied, 5, {.temperature = 1.0f, .top_p = 0.3f}, 0.999), 1);  // the first of the tied pair
+  EXPECT_EQ(ref_sample(tied, 5, {.temperature = 1.0f, .min_p = 0.5f}, 0.999), 3);  // e^-1 < 0.5: only 1 and 3
+  EXPECT_EQ(ref_sample(tied, 5, {.temperature = 0.0f}, 0.999), 1);                 // greedy: argmax, lowest id
+}
+
+// Sampler draws u01 from uniform(0, 1) and scales it by the kept mass; the former uniform(0, mass) draw gave the
+// same bits, so seeded outputs did not change.
+TEST(Sampler, ScaledUniformEqualsRangedUniform) {
+  std::mt19937_64 a(7), b(7);
+  std::uniform_real_distribution<double> mass(1e-3, 1.0);
+  std::mt19937_64 m(1);
+  for (int i = 0; i < 1000; ++i) {
+    const double w = mass(m);
+    const double ranged = std::uniform_real_distribution<double>(0.0, w)(a);
+    EXPECT_EQ(ranged, w * std::uniform_real_distribution<double>(0.0, 1.0)(b));
+  }
 }
 
 TEST(Sampler, Penalties) {

@@ -46,6 +46,26 @@ Result<std::unique_ptr<Model>> build_model(const ModelConfig& config, TensorStor
   return std::unique_ptr<Model>(new DecoderModel(config, std::move(parts), options));
 }
 
+Result<std::vector<int64_t>> Model::forward_sampled(const ForwardBatch& batch, KvCache& cache,
+                                                    std::span<const RowSampling> rows) {
+  const int64_t num_rows = batch.all_logits ? batch.num_tokens() : static_cast<int64_t>(batch.chunks.size());
+  if (static_cast<int64_t>(rows.size()) != num_rows) {
+    return Status::InvalidArgument(str_cat("forward_sampled: ", rows.size(), " sampling rows for ", num_rows,
+                                           " logits rows"));
+  }
+  DSI_ASSIGN_OR_RETURN(Tensor logits, forward(batch, cache));
+  const int64_t vocab = logits.dim(1);
+  std::vector<int64_t> ids;
+  ids.reserve(rows.size());
+  for (int64_t i = 0; i < num_rows; ++i) {
+    const float* row = logits.data<float>() + i * vocab;
+    const RowSampling& r = rows[static_cast<size_t>(i)];
+    ids.push_back(is_greedy(r.params) ? ref_argmax(row, vocab) : ref_sample(row, vocab, r.params, r.u01));
+  }
+  recycle_logits(std::move(logits));
+  return ids;
+}
+
 Result<std::unique_ptr<Model>> load_model(const std::string& model_dir, const ModelOptions& options) {
   DSI_ASSIGN_OR_RETURN(ModelConfig config, load_model_config(model_dir));
   DSI_ASSIGN_OR_RETURN(TensorStore store, TensorStore::open(model_dir));

@@ -4,12 +4,15 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 #include "io/model_config.h"
 #include "io/safetensors.h"
 #include "kernels/ops.h"
+#include "kernels/ref/ref_sampling.h"
 #include "model/forward_batch.h"
 #include "model/kv_cache.h"
 #include "model/layers/mla.h"
@@ -21,6 +24,12 @@ struct ModelOptions {
   const Ops* ops = nullptr;       // default: cpu_ops()
   Communicator* comm = nullptr;   // default: a single-process communicator owned by the model
   MlaMode mla_mode = MlaMode::kAuto;
+};
+
+// How to pick the token of one logits row: the parameters and the row's random number (unused when greedy).
+struct RowSampling {
+  SampleParams params;
+  double u01 = 0.0;  // [0, 1)
 };
 
 class Model {
@@ -37,6 +46,12 @@ class Model {
   // later step of the same shape (the GPU runner does: a fresh host buffer of batch x vocab floats page-faults
   // at every step). Optional for callers.
   virtual void recycle_logits(Tensor logits) { (void)logits; }
+  // forward, then one token per logits row (rows.size() must equal the number of logits rows) with ref_sample's
+  // semantics. The default samples forward's logits on the host; a runner that samples where the logits are
+  // (samples_on_device) hands back only the ids.
+  virtual Result<std::vector<int64_t>> forward_sampled(const ForwardBatch& batch, KvCache& cache,
+                                                       std::span<const RowSampling> rows);
+  virtual bool samples_on_device() const { return false; }
 };
 
 // Loads a Hugging Face model directory: config.json + safetensors (single or sharded).

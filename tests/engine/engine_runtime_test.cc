@@ -3,6 +3,7 @@
 // same tokens as misses, preemption loses nothing, aborts free every block, validation errors are clear.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -27,15 +28,47 @@ const std::string& demo_dir() {
   return dir;
 }
 
-std::unique_ptr<Engine> make_engine(EngineConfig config) {
+std::unique_ptr<Model> demo_model() {
   auto model = load_model(demo_dir());
   EXPECT_TRUE(model.ok()) << model.status().to_string();
+  return std::move(model).value();
+}
+
+std::unique_ptr<Engine> make_engine(EngineConfig config, std::unique_ptr<Model> model = demo_model()) {
   auto tok = tok::Tokenizer::load_dir(demo_dir());
   EXPECT_TRUE(tok.ok()) << tok.status().to_string();
-  auto engine = Engine::create(config, std::move(model).value(), std::move(tok).value());
+  auto engine = Engine::create(config, std::move(model), std::move(tok).value());
   EXPECT_TRUE(engine.ok()) << engine.status().to_string();
   return std::move(engine).value();
 }
+
+// The demo model posing as a runner that samples on the device, through Model's default forward_sampled (host
+// sampling of forward's logits): the engine's device-sampling path without a GPU.
+class DeviceSamplingModel final : public Model {
+ public:
+  struct Counts {
+    std::atomic<int> forward{0}, sampled{0};  // sampled: forward_sampled calls (each also runs forward once)
+  };
+  DeviceSamplingModel(std::unique_ptr<Model> inner, std::shared_ptr<Counts> counts)
+      : inner_(std::move(inner)), counts_(std::move(counts)) {}
+  const ModelConfig& config() const override { return inner_->config(); }
+  KvLayout kv_layout() const override { return inner_->kv_layout(); }
+  Result<Tensor> forward(const ForwardBatch& batch, KvCache& cache) override {
+    ++counts_->forward;
+    return inner_->forward(batch, cache);
+  }
+  Result<std::vector<int64_t>> forward_sampled(const ForwardBatch& batch, KvCache& cache,
+                                               std::span<const RowSampling> rows) override {
+    ++counts_->sampled;
+    return Model::forward_sampled(batch, cache, rows);
+  }
+  bool samples_on_device() const override { return true; }
+  void set_mla_mode(MlaMode mode) override { inner_->set_mla_mode(mode); }
+
+ private:
+  std::unique_ptr<Model> inner_;
+  std::shared_ptr<Counts> counts_;
+};
 
 struct Output {
   std::vector<int32_t> ids;
@@ -134,6 +167,64 @@ TEST(EngineRuntime, SeededSamplingReproducible) {
   r.seed = 99;
   Output c = collect(**engine->submit(r));
   EXPECT_NE(a.ids, c.ids);
+}
+
+// Seeded sampling gives the same tokens whether the runner samples (the device path) or the engine does; requests
+// with penalties or logprobs take the host path in either engine.
+TEST(EngineRuntime, DeviceSamplingPathEqualsHostPath) {
+  auto counts = std::make_shared<DeviceSamplingModel::Counts>();
+  auto host = make_engine({.kv_cache_gb = 0.05});
+  auto device = make_engine({.kv_cache_gb = 0.05}, std::make_unique<DeviceSamplingModel>(demo_model(), counts));
+  std::mt19937 rng(6);
+  std::vector<GenerationRequest> requests;
+  for (int i = 0; i < 6; ++i) {
+    GenerationRequest r = greedy(random_prompt(rng, 8 + 5 * i), 12);
+    r.seed = 100 + i;
+    if (i >= 1) r.sampling.temperature = 0.6f + 0.2f * static_cast<float>(i);
+    if (i == 2) r.sampling.top_p = 0.9f, r.sampling.top_k = 40;
+    if (i == 3) r.sampling.min_p = 0.05f;
+    requests.push_back(r);
+  }
+  for (const GenerationRequest& r : requests) {
+    EXPECT_EQ(collect(**device->submit(r)).ids, collect(**host->submit(r)).ids);
+  }
+  EXPECT_GT(counts->sampled.load(), 0);
+  EXPECT_EQ(counts->forward.load(), counts->sampled.load());  // every step sampled on the "device"
+  // Batched together (one forward_sampled for several sequences), the tokens are still those of each alone.
+  std::vector<std::shared_ptr<RequestHandle>> hs;
+  for (const GenerationRequest& r : requests) hs.push_back(*device->submit(r));
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(collect(*hs[i]).ids, collect(**host->submit(requests[i])).ids) << i;
+  }
+  GenerationRequest penalized = requests[1];
+  penalized.sampling.presence_penalty = 0.5f;
+  GenerationRequest logprobs = requests[1];
+  logprobs.top_logprobs = 2;
+  const int before = counts->forward.load() - counts->sampled.load();
+  EXPECT_EQ(collect(**device->submit(penalized)).ids, collect(**host->submit(penalized)).ids);
+  EXPECT_EQ(collect(**device->submit(logprobs)).ids, collect(**host->submit(logprobs)).ids);
+  EXPECT_GT(counts->forward.load() - counts->sampled.load(), before);  // host path: forward alone
+}
+
+TEST(EngineRuntime, ForwardSampledChecksRowCount) {
+  std::unique_ptr<Model> model = demo_model();
+  SimpleKvCache kv(model->kv_layout());
+  ForwardBatch batch;
+  kv.add_chunk(batch, kv.add_sequence(), 0, {5, 6, 7});
+  kv.add_chunk(batch, kv.add_sequence(), 0, {8});
+  const RowSampling one[1] = {};
+  auto bad = model->forward_sampled(batch, kv.cache(), one);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  // Greedy rows give forward's argmax.
+  auto logits = model->forward(batch, kv.cache());
+  ASSERT_TRUE(logits.ok()) << logits.status().to_string();
+  const RowSampling two[2] = {};
+  auto ids = model->forward_sampled(batch, kv.cache(), two);
+  ASSERT_TRUE(ids.ok()) << ids.status().to_string();
+  const int64_t vocab = logits->dim(1);
+  ASSERT_EQ(ids->size(), 2u);
+  for (int64_t i = 0; i < 2; ++i) EXPECT_EQ((*ids)[i], ref_argmax(logits->data<float>() + i * vocab, vocab));
 }
 
 TEST(EngineRuntime, PreemptionUnderMemoryPressureLosesNothing) {

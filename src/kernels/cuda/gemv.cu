@@ -162,6 +162,88 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvParams p) {
   if (threadIdx.x == 0) p.counters[blockIdx.x] = 0;
 }
 
+// One row of x (m == 1, the decode step): a block owns RB whole rows of w and its 256 threads split k, so every
+// weight load of the block is issued at once (G chunks of 8 per row per thread per round, RB * G loads in flight)
+// and the partial sums meet in shared memory: no split of k across blocks, no global partials, one launch.
+// Each thread reads its own 8 elements of x straight from global memory (L2) next to its weights: no staging
+// barrier. The first round's weights are loaded before the PDL wait.
+constexpr int kRowThreads = 256;
+
+template <int RB, int G, bool kSwiglu>
+__global__ void __launch_bounds__(kRowThreads) gemv1_bf16_kernel(GemvParams p) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * RB;
+  const int64_t chunks = p.k / 8;
+  const uint16_t* wrow[RB];
+#pragma unroll
+  for (int r = 0; r < RB; ++r) wrow[r] = p.w + min(row0 + r, p.n - 1) * p.k;
+  uint4 wv[G][RB];
+  auto load = [&](int64_t base) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const int64_t c = base + g * kRowThreads + tid;
+#pragma unroll
+      for (int r = 0; r < RB; ++r) wv[g][r] = c < chunks ? load_stream(wrow[r] + c * 8) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  load(0);
+  pdl_enter();
+  float acc[RB];
+#pragma unroll
+  for (int r = 0; r < RB; ++r) acc[r] = 0.0f;
+  const float4* x4 = reinterpret_cast<const float4*>(p.x);
+  const float4* u4 = reinterpret_cast<const float4*>(p.x + p.up_offset);
+  for (int64_t base = 0; base < chunks; base += G * kRowThreads) {
+    float4 xa[G], xb[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const int64_t c = base + g * kRowThreads + tid;
+      xa[g] = xb[g] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (c < chunks) {
+        xa[g] = x4[2 * c];
+        xb[g] = x4[2 * c + 1];
+        if constexpr (kSwiglu) {
+          const float4 ua = u4[2 * c], ub = u4[2 * c + 1];
+          xa[g] = make_float4(silu_times(xa[g].x, ua.x), silu_times(xa[g].y, ua.y), silu_times(xa[g].z, ua.z),
+                              silu_times(xa[g].w, ua.w));
+          xb[g] = make_float4(silu_times(xb[g].x, ub.x), silu_times(xb[g].y, ub.y), silu_times(xb[g].z, ub.z),
+                              silu_times(xb[g].w, ub.w));
+        }
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+#pragma unroll
+      for (int r = 0; r < RB; ++r) {
+        const uint4 w = wv[g][r];
+        float s = acc[r];
+        s = fmaf(lo_bf16(w.x), xa[g].x, s);
+        s = fmaf(hi_bf16(w.x), xa[g].y, s);
+        s = fmaf(lo_bf16(w.y), xa[g].z, s);
+        s = fmaf(hi_bf16(w.y), xa[g].w, s);
+        s = fmaf(lo_bf16(w.z), xb[g].x, s);
+        s = fmaf(hi_bf16(w.z), xb[g].y, s);
+        s = fmaf(lo_bf16(w.w), xb[g].z, s);
+        s = fmaf(hi_bf16(w.w), xb[g].w, s);
+        acc[r] = s;
+      }
+    }
+    if (base + G * kRowThreads < chunks) load(base + G * kRowThreads);
+  }
+  // Lanes, then warps (fixed order: deterministic).
+  __shared__ float part[kRowThreads / 32][RB];
+  warp_reduce_scatter<RB, 16>(acc, lane);
+  if (lane % (32 / RB) == 0) part[warp][(lane * RB) >> 5] = acc[0];
+  __syncthreads();
+  if (tid < RB && row0 + tid < p.n) {
+    float v = p.bias != nullptr ? p.bias[row0 + tid] : 0.0f;
+#pragma unroll
+    for (int w = 0; w < kRowThreads / 32; ++w) v += part[w][tid];
+    float* y = p.y + row0 + tid;
+    *y = p.atomic ? *y + v : v;
+  }
+}
+
 // Fallback for any k (scalar loads): one warp per (row, token).
 __global__ void gemv_bf16_simple_kernel(GemvParams p) {
   pdl_enter();
@@ -258,6 +340,47 @@ Status launch_gemv(CudaContext& ctx, GemvParams p) {
   return Status::Ok();
 }
 
+template <int RB, int G>
+Status launch_gemv1_rg(CudaContext& ctx, const GemvParams& p) {
+  const dim3 grid(static_cast<unsigned>((p.n + RB - 1) / RB));
+  if (p.swiglu) {
+    const auto kernel = gemv1_bf16_kernel<RB, G, true>;
+    DSI_CUDA_LAUNCH(ctx, kernel, grid, dim3(kRowThreads), 0, p);
+  } else {
+    const auto kernel = gemv1_bf16_kernel<RB, G, false>;
+    DSI_CUDA_LAUNCH(ctx, kernel, grid, dim3(kRowThreads), 0, p);
+  }
+  return Status::Ok();
+}
+
+// Rows per block: the most (fewer, longer blocks) that still give every SM two blocks; chunks per thread per
+// round: enough that most k take one round, with RB * G <= 16 loads in flight per thread.
+Status launch_gemv1(CudaContext& ctx, const GemvParams& p) {
+  const int64_t rounds1 = (p.k / 8 + kRowThreads - 1) / kRowThreads;  // chunks per thread in all
+  const int64_t two_per_sm = 2 * static_cast<int64_t>(ctx.num_sms());
+  int rb = 1;
+  for (int c : {8, 4, 2}) {
+    if ((p.n + c - 1) / c >= two_per_sm) {
+      rb = c;
+      break;
+    }
+  }
+  const int g = rounds1 >= 4 ? 4 : rounds1 >= 2 ? 2 : 1;
+  switch (rb * 10 + std::min(g, 16 / rb)) {
+    case 81: return launch_gemv1_rg<8, 1>(ctx, p);
+    case 82: return launch_gemv1_rg<8, 2>(ctx, p);
+    case 41: return launch_gemv1_rg<4, 1>(ctx, p);
+    case 42: return launch_gemv1_rg<4, 2>(ctx, p);
+    case 44: return launch_gemv1_rg<4, 4>(ctx, p);
+    case 21: return launch_gemv1_rg<2, 1>(ctx, p);
+    case 22: return launch_gemv1_rg<2, 2>(ctx, p);
+    case 24: return launch_gemv1_rg<2, 4>(ctx, p);
+    case 11: return launch_gemv1_rg<1, 1>(ctx, p);
+    case 12: return launch_gemv1_rg<1, 2>(ctx, p);
+    default: return launch_gemv1_rg<1, 4>(ctx, p);
+  }
+}
+
 __global__ void f32_to_bf16_kernel(const float* x, __nv_bfloat16* y, int64_t m, int64_t k, int64_t xs) {
   const int64_t total = m * k;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
@@ -294,6 +417,9 @@ Status run_gemv_bf16(CudaContext& ctx, const MatmulArgs& a, bool swiglu) {
     DSI_CUDA_LAUNCH(ctx, gemv_bf16_simple_kernel, dim3(static_cast<unsigned>((warps * 32 + 255) / 256)), dim3(256),
                     0, p);
     return Status::Ok();
+  }
+  if (a.m == 1 && reinterpret_cast<uintptr_t>(a.x) % 16 == 0 && (!swiglu || a.k % 4 == 0)) {
+    return launch_gemv1(ctx, p);
   }
   if (a.m == 1) return launch_gemv<1>(ctx, p);
   if (a.m == 2) return launch_gemv<2>(ctx, p);

@@ -10,6 +10,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_model_ops.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cuda_sampling.h"
 #include "model/cuda/cuda_layers.h"
 #include "model/cuda/cuda_upload.h"
 #include "model/decoder.h"
@@ -40,12 +41,22 @@ class CudaDecoderModel final : public Model {
   }
   KvLayout kv_layout() const override { return layout_; }
   Result<Tensor> forward(const ForwardBatch& batch, KvCache& cache) override;
+  Result<std::vector<int64_t>> forward_sampled(const ForwardBatch& batch, KvCache& cache,
+                                               std::span<const RowSampling> rows) override;
+  bool samples_on_device() const override { return true; }
   void set_mla_mode(MlaMode mode) override {
     for (DLayer& l : layers_) l.mla_attn.mode = mode;
   }
 
  private:
   Status ensure_kv(const KvCache& cache);
+  // Everything up to the logits on the device (logits_, [rows, vocab]); what forward and forward_sampled share.
+  struct DeviceLogits {
+    const float* logits = nullptr;
+    int64_t rows = 0;
+    bool decode = false;  // every chunk one token (for the profile's title)
+  };
+  Result<DeviceLogits> device_forward(const ForwardBatch& batch, KvCache& cache);
   // Embedding .. logits (into logits_) for the batch described by b: the part a CUDA graph captures.
   Status run_layers(const BatchMeta& b, const int64_t* dev_ids, const int32_t* dev_rows, int64_t n_rows);
   uint64_t generation() const { return generation_ + arena_.generation() + ctx_->scratch_generation(); }
@@ -89,6 +100,10 @@ class CudaDecoderModel final : public Model {
   std::vector<uint8_t> host_meta_;
   float* host_logits_ = nullptr;  // pinned staging for the logits download
   size_t host_logits_bytes_ = 0;
+  // forward_sampled: per-row params then ids, on the device and in pinned host staging.
+  DeviceBuffer<uint8_t> sampling_;
+  uint8_t* host_sampling_ = nullptr;
+  size_t host_sampling_bytes_ = 0;
   uint64_t generation_ = 0;
   uint64_t graph_replays_ = 0, steps_ = 0;
   bool graphs_enabled_ = true;
@@ -103,6 +118,7 @@ class CudaDecoderModel final : public Model {
       if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
     }
     if (host_logits_ != nullptr) cudaFreeHost(host_logits_);
+    if (host_sampling_ != nullptr) cudaFreeHost(host_sampling_);
     if (steps_ > 0) log_info("cuda model: ", steps_, " steps, ", graph_replays_, " replayed from CUDA graphs");
   }
 };
@@ -163,7 +179,7 @@ Status CudaDecoderModel::ensure_kv(const KvCache& cache) {
   return Status::Ok();
 }
 
-Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cache) {
+Result<CudaDecoderModel::DeviceLogits> CudaDecoderModel::device_forward(const ForwardBatch& batch, KvCache& cache) {
   DSI_RETURN_IF_ERROR(validate_batch(config_, batch, cache));
   DSI_RETURN_IF_ERROR(ensure_kv(cache));
   ++steps_;
@@ -300,6 +316,13 @@ Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cac
   } else {
     DSI_RETURN_IF_ERROR(run_layers(b, dev_ids, dev_rows, n_rows));
   }
+  return DeviceLogits{logits, n_rows, b.all_single};
+}
+
+Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cache) {
+  DSI_ASSIGN_OR_RETURN(const DeviceLogits d, device_forward(batch, cache));
+  CudaContext& ctx = *ctx_;
+  const int64_t n_rows = d.rows, vocab = config_.vocab_size;
   const size_t logit_bytes = static_cast<size_t>(n_rows * vocab) * sizeof(float);
   if (host_logits_bytes_ < logit_bytes) {
     const size_t want = std::max(logit_bytes, 2 * host_logits_bytes_);
@@ -309,7 +332,7 @@ Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cac
     DSI_CUDA_RETURN_IF_ERROR(cudaMallocHost(reinterpret_cast<void**>(&host_logits_), want));
     host_logits_bytes_ = want;
   }
-  DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_logits_, logits, logit_bytes, cudaMemcpyDeviceToHost, ctx.stream()));
+  DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_logits_, d.logits, logit_bytes, cudaMemcpyDeviceToHost, ctx.stream()));
   DSI_RETURN_IF_ERROR(ctx.synchronize());
   Tensor out = spare_logits_.shape() == Shape{n_rows, vocab} ? std::move(spare_logits_)
                                                                : Tensor::uninitialized(DType::kF32, {n_rows, vocab});
@@ -317,8 +340,57 @@ Result<Tensor> CudaDecoderModel::forward(const ForwardBatch& batch, KvCache& cac
   std::memcpy(out.raw(), host_logits_, logit_bytes);
   arena_.reset();
   profile_mark(ctx, "logits_d2h");
-  cuda_model::profile_report(b.all_single ? "decode step" : "prefill step");
+  cuda_model::profile_report(d.decode ? "decode step" : "prefill step");
   return out;
+}
+
+// Samples where the logits are: the step moves rows x 32 bytes of params up and rows x 4 bytes of ids down
+// instead of rows x vocab floats down (and the host sort of each row).
+Result<std::vector<int64_t>> CudaDecoderModel::forward_sampled(const ForwardBatch& batch, KvCache& cache,
+                                                               std::span<const RowSampling> rows) {
+  const int64_t num_rows = batch.all_logits ? batch.num_tokens() : static_cast<int64_t>(batch.chunks.size());
+  if (static_cast<int64_t>(rows.size()) != num_rows) {
+    return Status::InvalidArgument(str_cat("forward_sampled: ", rows.size(), " sampling rows for ", num_rows,
+                                           " logits rows"));
+  }
+  DSI_ASSIGN_OR_RETURN(const DeviceLogits d, device_forward(batch, cache));
+  CudaContext& ctx = *ctx_;
+  const size_t params_bytes = rows.size() * sizeof(cu::DeviceSampleParams);
+  const size_t bytes = params_bytes + rows.size() * sizeof(int32_t);
+  if (sampling_.size() < bytes) {
+    // Not grow(): this buffer is outside the captured graphs, so moving it must not invalidate them.
+    const size_t want = std::max(bytes, 2 * sampling_.size());
+    DSI_ASSIGN_OR_RETURN(void* p, ctx.pool().alloc(want));
+    sampling_ = DeviceBuffer<uint8_t>(&ctx.pool(), static_cast<uint8_t*>(p), want);
+  }
+  if (host_sampling_bytes_ < bytes) {
+    const size_t want = std::max(bytes, 2 * host_sampling_bytes_);
+    if (host_sampling_ != nullptr) cudaFreeHost(host_sampling_);
+    host_sampling_ = nullptr;
+    host_sampling_bytes_ = 0;
+    DSI_CUDA_RETURN_IF_ERROR(cudaMallocHost(reinterpret_cast<void**>(&host_sampling_), want));
+    host_sampling_bytes_ = want;
+  }
+  auto* params = reinterpret_cast<cu::DeviceSampleParams*>(host_sampling_);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const SampleParams& p = rows[i].params;
+    params[i] = {.temperature = p.temperature, .top_p = p.top_p, .min_p = p.min_p, .greedy = is_greedy(p) ? 1 : 0,
+                 .top_k = p.top_k, .u01 = rows[i].u01};
+  }
+  auto* dev_params = reinterpret_cast<cu::DeviceSampleParams*>(sampling_.get());
+  auto* dev_ids = reinterpret_cast<int32_t*>(sampling_.get() + params_bytes);
+  DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dev_params, params, params_bytes, cudaMemcpyHostToDevice, ctx.stream()));
+  DSI_RETURN_IF_ERROR(cu::sample_rows(ctx, {.logits = d.logits, .rows = d.rows, .vocab = config_.vocab_size,
+                                            .row_stride = config_.vocab_size, .params = dev_params,
+                                            .out_ids = dev_ids}));
+  auto* host_ids = reinterpret_cast<int32_t*>(host_sampling_ + params_bytes);
+  DSI_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_ids, dev_ids, rows.size() * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                                           ctx.stream()));
+  DSI_RETURN_IF_ERROR(ctx.synchronize());
+  arena_.reset();
+  profile_mark(ctx, "sample");
+  cuda_model::profile_report(d.decode ? "decode step" : "prefill step");
+  return std::vector<int64_t>(host_ids, host_ids + rows.size());
 }
 
 Status CudaDecoderModel::run_layers(const BatchMeta& b, const int64_t* dev_ids, const int32_t* dev_rows,

@@ -60,6 +60,7 @@ int main() {
   run_moe_experts_tests(**ctx);
   run_moe_grouped_tests(**ctx);
   run_fused_tests(**ctx);
+  run_sampling_tests(**ctx);
   const Tally& t = tally();
   std::printf("SUMMARY: %d passed, %d failed, %d unsupported\n", t.passed, t.failed, t.unsupported);
   return t.failed == 0 ? 0 : 1;

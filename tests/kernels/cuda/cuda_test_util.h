@@ -118,5 +118,6 @@ void run_attention_tests(CudaContext& ctx);
 void run_model_ops_tests(CudaContext& ctx);
 void run_moe_grouped_tests(CudaContext& ctx);
 void run_fused_tests(CudaContext& ctx);
+void run_sampling_tests(CudaContext& ctx);
 
 }  // namespace dsi::cuda_test

@@ -29,7 +29,7 @@ void test_mla_prep(CudaContext& ctx, int64_t tokens, int64_t heads, int64_t r, i
   const int64_t rows = tokens + 5;
   for (int64_t t = 0; t < tokens; ++t) {
     pos[t] = (t * 613 + 7) % 4096;
-    slots[t] = t == 1 ? -1 : static_cast<int32_t>((t * 3 + 2) % rows);  // one padding token (no cache write)
+    slots[t] = t == 1 ? -1 : static_cast<int32_t>(rows - 1 - t);  // distinct rows; one padding token (no write)
   }
   std::vector<double> inv_freq(rope / 2);
   for (int64_t i = 0; i < rope / 2; ++i) inv_freq[i] = std::pow(10000.0, -2.0 * i / rope) * 0.9;

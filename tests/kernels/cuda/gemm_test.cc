@@ -83,6 +83,11 @@ void test_gemm_bf16(CudaContext& ctx, int64_t m, int64_t n, int64_t k, DType y_d
 void run_gemm_tests(CudaContext& ctx) {
   for (int64_t m : {1, 2, 3, 5, 8, 11, 16}) test_matmul(ctx, {.m = m, .n = 257, .k = 1000, .path = Path::kGemv});
   test_matmul(ctx, {.m = 1, .n = 64, .k = 8192, .path = Path::kGemv});
+  // m = 1: whole rows per block (8, 4, 2 or 1 of them), k split over the threads, several rounds for long k.
+  test_matmul(ctx, {.m = 1, .n = 3648, .k = 2048, .path = Path::kGemv});
+  test_matmul(ctx, {.m = 1, .n = 100, .k = 20000, .path = Path::kGemv, .bias = true, .accumulate = true});
+  test_matmul(ctx, {.m = 1, .n = 5, .k = 64, .path = Path::kGemv, .bias = true});
+  test_matmul(ctx, {.m = 1, .n = 40000, .k = 1408, .path = Path::kGemv});
   test_matmul(ctx, {.m = 4, .n = 1000, .k = 264, .path = Path::kGemv, .bias = true});
   test_matmul(ctx, {.m = 7, .n = 300, .k = 2048, .path = Path::kGemv, .accumulate = true, .x_pad = 8, .y_pad = 3});
   test_matmul(ctx, {.m = 16, .n = 129, .k = 10944, .path = Path::kGemv, .bias = true, .accumulate = true});
