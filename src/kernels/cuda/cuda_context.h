@@ -45,6 +45,8 @@ class CudaContext {
   // captured graphs keep the pointers.
   float* splitk_partials() const { return splitk_partials_; }
   unsigned* splitk_counters() const { return splitk_counters_; }
+  // The fused MoE router's arrival counter (the last of the split-k counters; GEMVs use the low ones).
+  unsigned* moe_route_counter() const { return splitk_counters_ + kSplitkCounters - 1; }
   static constexpr size_t kSplitkPartialFloats = size_t{4} << 20;
   static constexpr size_t kSplitkCounters = size_t{1} << 16;
 

@@ -83,6 +83,10 @@ Status embedding(CudaContext& ctx, const EmbeddingArgs& args);
 // MoeRouteArgs on the device (num_experts <= 1024, top_k <= 32, n_group <= 32); scores in double, ties to the
 // lower index, exactly as ref_moe_route.
 Status moe_route(CudaContext& ctx, const MoeRouteArgs& args);
+// The router matmul (f32 weights [num_experts, hidden], f32 x [num_tokens, hidden], 16-byte rows) into
+// args.logits and then moe_route, in one launch (decode sizes: moe_router_route_fits).
+bool moe_router_route_fits(int64_t num_tokens, int64_t num_experts, int64_t hidden);
+Status moe_router_route(CudaContext& ctx, const float* x, const float* w, int64_t hidden, const MoeRouteArgs& args);
 
 // Conversions.
 Status f32_to_bf16(CudaContext& ctx, const float* x, uint16_t* y, int64_t m, int64_t k, int64_t x_stride);

@@ -353,20 +353,25 @@ Status launch_gemv1_rg(CudaContext& ctx, const GemvParams& p) {
   return Status::Ok();
 }
 
-// Rows per block: the most (fewer, longer blocks) that still give every SM two blocks; chunks per thread per
-// round: enough that most k take one round, with RB * G <= 16 loads in flight per thread.
+// Rows per block: the largest RB whose busiest SM (ceil(blocks / SMs) * RB rows) is within 10% of the best
+// balance (each block reads all of x from L2: fewer blocks, less of that traffic). Chunks per thread per round: enough
+// that most k take one round, with RB * G <= 16 loads in flight per thread.
 Status launch_gemv1(CudaContext& ctx, const GemvParams& p) {
   const int64_t rounds1 = (p.k / 8 + kRowThreads - 1) / kRowThreads;  // chunks per thread in all
-  const int64_t two_per_sm = 2 * static_cast<int64_t>(ctx.num_sms());
+  const int64_t sms = ctx.num_sms();
+  const auto busiest = [&](int64_t c) { return ((p.n + c - 1) / c + sms - 1) / sms * c; };
+  int64_t least = busiest(1);
+  for (int c : {2, 4, 8, 16}) least = std::min(least, busiest(c));
   int rb = 1;
-  for (int c : {8, 4, 2}) {
-    if ((p.n + c - 1) / c >= two_per_sm) {
+  for (int c : {16, 8, 4, 2}) {
+    if (busiest(c) * 10 <= least * 11) {  // within 10% of the best balance: take the larger blocks
       rb = c;
       break;
     }
   }
-  const int g = rounds1 >= 4 ? 4 : rounds1 >= 2 ? 2 : 1;
-  switch (rb * 10 + std::min(g, 16 / rb)) {
+  const int g = std::min<int>(rounds1 >= 4 ? 4 : rounds1 >= 2 ? 2 : 1, 16 / rb);
+  switch (rb * 10 + g) {
+    case 161: return launch_gemv1_rg<16, 1>(ctx, p);
     case 81: return launch_gemv1_rg<8, 1>(ctx, p);
     case 82: return launch_gemv1_rg<8, 2>(ctx, p);
     case 41: return launch_gemv1_rg<4, 1>(ctx, p);

@@ -120,8 +120,13 @@ __device__ __forceinline__ void stage_chunks(float4* dst, const float4* src, int
 // Block (pair, row block): warp w computes rows i = (blockIdx.y * kWarps + w) * R + [0, R) of h[pair], U chunks
 // per lane per step (2 R U loads in flight). Shared memory: x[t] (hidden floats, in quarters).
 template <class F, int R, int U>
+//
+// PDL (launch.cuh): this kernel reads only what kernels at least two launches earlier wrote (ids from moe_route,
+// x from the norm: DMoe::forward queues the shared expert's GEMVs in between, or a memset that ends the overlap),
+// so all of its loads and arithmetic run before pdl_wait(); only the h stores wait. Blocks that leave early wait
+// too, so the grid never completes before its predecessor.
 __global__ void __launch_bounds__(kWarps * 32) moe_gate_up_kernel(MoeExpertsArgs a) {
-  pdl_enter();
+  pdl_trigger();
   using T = typename F::T;
   constexpr int C = F::kC, Q = C / 4;
   static_assert(8 % R == 0, "inter % 8 == 0 must cover whole warps' rows");
@@ -130,7 +135,10 @@ __global__ void __launch_bounds__(kWarps * 32) moe_gate_up_kernel(MoeExpertsArgs
   extern __shared__ float4 smem4[];
   const int64_t pair = blockIdx.x;
   const int32_t e = a.ids[pair];
-  if (e < 0 || e >= a.num_experts) return;  // skipped pair: block-uniform, before any barrier
+  if (e < 0 || e >= a.num_experts) {  // skipped pair: block-uniform, before any barrier
+    pdl_wait();
+    return;
+  }
   const int64_t t = pair / a.top_k;
   const int chunks = static_cast<int>(a.hidden / C);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -168,7 +176,10 @@ __global__ void __launch_bounds__(kWarps * 32) moe_gate_up_kernel(MoeExpertsArgs
   }
   stage_chunks<Q>(smem4, reinterpret_cast<const float4*>(a.x + t * a.hidden), chunks);
   __syncthreads();
-  if (!active) return;
+  if (!active) {
+    pdl_wait();
+    return;
+  }
 
   float acc[V];
 #pragma unroll
@@ -205,6 +216,7 @@ __global__ void __launch_bounds__(kWarps * 32) moe_gate_up_kernel(MoeExpertsArgs
       }
     }
   }
+  pdl_wait();
   warp_reduce_scatter<V, 16>(acc, lane);
   // Lane l holds value (l * V) / 32: lanes [0, 16) the gate rows, lane l + 16 the up row of the same i.
   const float up = __shfl_down_sync(0xffffffffu, acc[0], 16);
@@ -219,8 +231,9 @@ __global__ void __launch_bounds__(kWarps * 32) moe_gate_up_kernel(MoeExpertsArgs
 // per lane per step (R U loads in flight).
 // kSmemH: h[t, 0..top_k) staged in shared memory (in quarters); otherwise read through L1 from global memory.
 template <class F, int R, int U, bool kSmemH>
+// PDL: the expert ids (moe_route's, several launches back) and the weights are read before pdl_enter() (the L2
+// prefetch); h, from the kernel just before, after it.
 __global__ void __launch_bounds__(kWarps * 32) moe_down_kernel(MoeExpertsArgs a) {
-  pdl_enter();
   using T = typename F::T;
   constexpr int C = F::kC, Q = C / 4;
   static_assert(8 % R == 0, "hidden % 8 == 0 must cover whole warps' rows");
@@ -260,6 +273,7 @@ __global__ void __launch_bounds__(kWarps * 32) moe_down_kernel(MoeExpertsArgs a)
       for (int r = 0; r < R; ++r) prefetch_l2(w_chunk(e, q, j) + r * a.inter);
     }
   }
+  pdl_enter();
   for (int j = threadIdx.x; j < top_k; j += blockDim.x) {
     const int32_t e = a.ids[t * top_k + j];
     expert[j] = (e >= 0 && e < a.num_experts) ? e : -1;
@@ -340,7 +354,7 @@ Status allow_smem(Kernel kernel, size_t smem) {
   return Status::Ok();
 }
 
-// Both kernels keep 8 loads of 16 bytes (or 16 of 8 bytes) per lane in flight: U = 8 / (rows of weights per
+// gate/up keeps 8 loads of 16 bytes (or 16 of 8 bytes) per lane in flight (down 16): U = 8 / (rows of weights per
 // warp) * (16 / bytes per load).
 template <class F, int R>
 Status launch_gate_up(CudaContext& ctx, const MoeExpertsArgs& a) {
@@ -355,7 +369,9 @@ Status launch_gate_up(CudaContext& ctx, const MoeExpertsArgs& a) {
 
 template <class F, int R, bool kSmemH>
 Status launch_down(CudaContext& ctx, const MoeExpertsArgs& a) {
-  constexpr int U = 8 / R * (16 / static_cast<int>(sizeof(typename F::Vec)));
+  // 16 loads per lane in flight: one token's 6 experts give the kernel few rows, so each lane's chain of rounds is
+  // what bounds it (with 8 it ran at half the copy rate on the H200).
+  constexpr int U = 16 / R * (16 / static_cast<int>(sizeof(typename F::Vec)));
   const size_t smem = kSmemH ? static_cast<size_t>(a.top_k * a.inter) * sizeof(float) : 0;
   DSI_RETURN_IF_ERROR(allow_smem(moe_down_kernel<F, R, U, kSmemH>, smem));
   { const auto kernel_fn = moe_down_kernel<F, R, U, kSmemH>;

@@ -1,10 +1,12 @@
 // MoE router on the GPU with ref_moe_route's semantics: scores in double, group-limited selection, top-k with
 // ties to the lower index, weights from the masked scores (V2) or the unbiased scores (V3 noaux_tc).
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/warp_reduce.cuh"
 
 namespace dsi::cuda {
 namespace {
@@ -25,25 +27,20 @@ __device__ void warp_argmax(double& v, int& idx) {
   }
 }
 
-// One warp (one block) per token. Shared memory: scores[E], choice[E] (double).
-__global__ void moe_route_kernel(MoeRouteArgs a) {
-  pdl_enter();
-  extern __shared__ double smem[];
+// Routes token t with one warp; scores and choice: E doubles each of shared memory. Logits are read through L2
+// (__ldcg): in the fused router they were written by other blocks of the same kernel.
+__device__ void route_token(const MoeRouteArgs& a, int64_t t, double* scores, double* choice, int lane) {
   const int64_t E = a.num_experts;
-  double* scores = smem;
-  double* choice = smem + E;
-  const int lane = threadIdx.x;
-  const int64_t t = blockIdx.x;
   const float* logits = a.logits + t * E;
 
   if (a.scoring == MoeScoring::kSigmoid) {
-    for (int64_t e = lane; e < E; e += 32) scores[e] = 1.0 / (1.0 + exp(-static_cast<double>(logits[e])));
+    for (int64_t e = lane; e < E; e += 32) scores[e] = 1.0 / (1.0 + exp(-static_cast<double>(__ldcg(logits + e))));
   } else {
     double mx = -INFINITY;
-    for (int64_t e = lane; e < E; e += 32) mx = fmax(mx, static_cast<double>(logits[e]));
+    for (int64_t e = lane; e < E; e += 32) mx = fmax(mx, static_cast<double>(__ldcg(logits + e)));
     for (int o = 16; o > 0; o >>= 1) mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     double sum = 0.0;
-    for (int64_t e = lane; e < E; e += 32) sum += scores[e] = exp(static_cast<double>(logits[e]) - mx);
+    for (int64_t e = lane; e < E; e += 32) sum += scores[e] = exp(static_cast<double>(__ldcg(logits + e)) - mx);
     for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
     for (int64_t e = lane; e < E; e += 32) scores[e] /= sum;
   }
@@ -114,9 +111,60 @@ __global__ void moe_route_kernel(MoeRouteArgs a) {
   }
 }
 
+
+// One warp (one block) per token. Shared memory: scores[E], choice[E] (double).
+__global__ void moe_route_kernel(MoeRouteArgs a) {
+  pdl_enter();
+  extern __shared__ double smem[];
+  route_token(a, blockIdx.x, smem, smem + a.num_experts, static_cast<int>(threadIdx.x));
+}
+
+// The router matmul and the routing in one launch (decode sizes): one warp per (token, expert) dot product of
+// f32 x and the f32 router row into logits; the last block to finish (an arrival counter, reset by it) routes the
+// tokens, one warp each. Shared memory: scores and choice of up to 8 tokens.
+constexpr int kRouterThreads = 256;
+
+__global__ void __launch_bounds__(kRouterThreads) moe_router_route_kernel(const float* x, const float* w,
+                                                                          int64_t hidden, MoeRouteArgs a,
+                                                                          unsigned* counter) {
+  pdl_enter();
+  extern __shared__ double smem[];
+  __shared__ bool last;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t E = a.num_experts;
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * (kRouterThreads / 32) + warp;
+  if (item < a.num_tokens * E) {
+    const int64_t e = item % E, t = item / E;
+    const float4* w4 = reinterpret_cast<const float4*>(w + e * hidden);
+    const float4* x4 = reinterpret_cast<const float4*>(x + t * hidden);
+    float s = 0.0f;
+    for (int64_t i = lane; i < hidden / 4; i += 32) {
+      const float4 p = w4[i], q = x4[i];
+      s = fmaf(p.x, q.x, s);
+      s = fmaf(p.y, q.y, s);
+      s = fmaf(p.z, q.z, s);
+      s = fmaf(p.w, q.w, s);
+    }
+    s = warp_sum(s);
+    if (lane == 0) const_cast<float*>(a.logits)[t * E + e] = s;
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int64_t t = warp; t < a.num_tokens; t += kRouterThreads / 32) {
+    double* scores = smem + 2 * E * warp;
+    route_token(a, t, scores, scores + E, lane);
+  }
+  if (threadIdx.x == 0) *counter = 0;
+}
+
 }  // namespace
 
-Status moe_route(CudaContext& ctx, const MoeRouteArgs& a) {
+namespace {
+Status check_route_args(const MoeRouteArgs& a) {
   if (a.num_experts <= 0 || a.num_experts > kMaxExperts || a.top_k <= 0 || a.top_k > kMaxTopK ||
       a.top_k > a.num_experts) {
     return Status::Unsupported(str_cat("moe_route: top_k ", a.top_k, " of ", a.num_experts, " experts (at most ",
@@ -128,11 +176,39 @@ Status moe_route(CudaContext& ctx, const MoeRouteArgs& a) {
     return Status::InvalidArgument(str_cat("moe_route: ", a.num_experts, " experts in ", a.n_group,
                                            " groups, keep ", a.topk_group));
   }
+  return Status::Ok();
+}
+}  // namespace
+
+Status moe_route(CudaContext& ctx, const MoeRouteArgs& a) {
+  DSI_RETURN_IF_ERROR(check_route_args(a));
   if (a.num_tokens == 0) return Status::Ok();
   const size_t smem = static_cast<size_t>(2 * a.num_experts) * sizeof(double);
   { const auto kernel_fn = moe_route_kernel;
     DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(static_cast<unsigned>(a.num_tokens)), dim3(32), smem, a); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  return Status::Ok();
+}
+
+bool moe_router_route_fits(int64_t num_tokens, int64_t num_experts, int64_t hidden) {
+  const int64_t warps = std::min<int64_t>(num_tokens, kRouterThreads / 32);
+  return num_tokens >= 1 && num_tokens <= 64 && hidden % 4 == 0 &&
+         static_cast<size_t>(2 * num_experts * warps) * sizeof(double) <= (48 << 10);
+}
+
+Status moe_router_route(CudaContext& ctx, const float* x, const float* w, int64_t hidden, const MoeRouteArgs& a) {
+  DSI_RETURN_IF_ERROR(check_route_args(a));
+  if (a.num_tokens == 0) return Status::Ok();
+  if (!moe_router_route_fits(a.num_tokens, a.num_experts, hidden) ||
+      reinterpret_cast<uintptr_t>(x) % 16 != 0 || reinterpret_cast<uintptr_t>(w) % 16 != 0) {
+    return Status::InvalidArgument(str_cat("moe_router_route: ", a.num_tokens, " tokens, ", a.num_experts,
+                                           " experts, hidden ", hidden, " (see moe_router_route_fits; 16-byte rows)"));
+  }
+  const int64_t warps = std::min<int64_t>(a.num_tokens, kRouterThreads / 32);
+  const size_t smem = static_cast<size_t>(2 * a.num_experts * warps) * sizeof(double);
+  const int64_t blocks = (a.num_tokens * a.num_experts + kRouterThreads / 32 - 1) / (kRouterThreads / 32);
+  DSI_CUDA_LAUNCH(ctx, moe_router_route_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kRouterThreads), smem, x,
+                  w, hidden, a, ctx.moe_route_counter());
   return Status::Ok();
 }
 

@@ -490,14 +490,21 @@ Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, 
   DSI_ASSIGN_OR_RETURN(float* logits, arena.floats(m * experts));
   DSI_ASSIGN_OR_RETURN(int32_t* ids, arena.ints(pairs));
   DSI_ASSIGN_OR_RETURN(float* weights, arena.floats(pairs));
-  DSI_RETURN_IF_ERROR(router.forward(ctx, arena, x, m, logits));
   MoeRouteArgs r = route;
   r.logits = logits;
   r.bias = correction_bias;
   r.num_tokens = m;
   r.expert_ids = ids;
   r.weights = weights;
-  DSI_RETURN_IF_ERROR(cu::moe_route(ctx, r));
+  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(router.w) % 16 == 0;
+  if (router.dtype == DType::kF32 && router.bias == nullptr && aligned && m <= 4 &&
+      cu::moe_router_route_fits(m, experts, hidden)) {
+    // Decode: the router matmul and the routing in one launch.
+    DSI_RETURN_IF_ERROR(cu::moe_router_route(ctx, x, static_cast<const float*>(router.w), hidden, r));
+  } else {
+    DSI_RETURN_IF_ERROR(router.forward(ctx, arena, x, m, logits));
+    DSI_RETURN_IF_ERROR(cu::moe_route(ctx, r));
+  }
   profile_mark(ctx, "moe_route");
   if (has_shared) {
     DSI_RETURN_IF_ERROR(shared.forward(ctx, arena, x, m, out));

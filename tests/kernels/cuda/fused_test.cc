@@ -9,6 +9,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_model_ops.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/ref/ref_moe_route.h"
 
 namespace dsi::cuda_test {
 namespace {
@@ -123,9 +124,56 @@ void test_pdl_chain(CudaContext& ctx) {
   tally().passed++;
 }
 
+// The fused router (f32 matmul + routing, one launch) against ref matmul + ref_moe_route; twice in a row (the
+// arrival counter must be back at zero after each launch).
+void test_router_route(CudaContext& ctx, MoeRouteArgs a, int64_t hidden, const std::string& label) {
+  const std::string name = str_cat("moe_router_route ", label, " tokens=", a.num_tokens, " experts=",
+                                   a.num_experts, " hidden=", hidden);
+  const auto x = random_f32(a.num_tokens * hidden), w = random_f32(a.num_experts * hidden, -0.1f, 0.1f);
+  const auto bias = random_f32(a.num_experts, -0.2f, 0.2f);
+  std::vector<float> logits(a.num_tokens * a.num_experts);
+  ref_ops().matmul({.x = x.data(), .w = w.data(), .w_dtype = DType::kF32, .y = logits.data(), .m = a.num_tokens,
+                    .n = a.num_experts, .k = hidden});
+  std::vector<int32_t> want_ids(a.num_tokens * a.top_k);
+  std::vector<float> want_w(want_ids.size());
+  const bool use_bias = a.method == MoeTopk::kNoauxTc;
+  MoeRouteArgs r = a;
+  r.logits = logits.data();
+  r.bias = use_bias ? bias.data() : nullptr;
+  r.expert_ids = want_ids.data();
+  r.weights = want_w.data();
+  ref_moe_route(r);
+  auto dx = upload(ctx, x), dw = upload(ctx, w), dbias = upload(ctx, bias);
+  auto dlog = upload(ctx, std::vector<float>(logits.size()));
+  auto dids = upload(ctx, std::vector<int32_t>(want_ids.size()));
+  auto dwt = upload(ctx, std::vector<float>(want_w.size()));
+  r.logits = dlog.get();
+  r.bias = use_bias ? dbias.get() : nullptr;
+  r.expert_ids = dids.get();
+  r.weights = dwt.get();
+  for (int rep = 0; rep < 2; ++rep) {
+    CT_TRY(name, cuda::moe_router_route(ctx, dx.get(), dw.get(), hidden, r));
+    const auto ids = download(ctx, dids, want_ids.size());
+    int64_t diff = 0;
+    for (size_t i = 0; i < ids.size(); ++i) diff += ids[i] != want_ids[i];
+    const std::string run = rep == 0 ? "" : " (second launch)";
+    report(name + run + " logits", rel_max_err(download(ctx, dlog, logits.size()), logits), 1e-5);
+    report(name + run + " ids (fraction differing)", static_cast<double>(diff) / ids.size(), 0.0);
+    report(name + run + " weights", rel_max_err(download(ctx, dwt, want_w.size()), want_w), 1e-5);
+  }
+}
+
 }  // namespace
 
 void run_fused_tests(CudaContext& ctx) {
+  test_router_route(ctx, {.num_tokens = 1, .num_experts = 64, .top_k = 6, .scoring = MoeScoring::kSoftmax,
+                          .method = MoeTopk::kGreedy}, 2048, "softmax greedy (V2-Lite)");
+  test_router_route(ctx, {.num_tokens = 4, .num_experts = 256, .top_k = 8, .n_group = 8, .topk_group = 4,
+                          .scoring = MoeScoring::kSigmoid, .method = MoeTopk::kNoauxTc, .norm_topk_prob = true,
+                          .routed_scaling_factor = 2.5f}, 7168, "sigmoid noaux_tc (V3)");
+  test_router_route(ctx, {.num_tokens = 11, .num_experts = 160, .top_k = 6, .n_group = 8, .topk_group = 3,
+                          .scoring = MoeScoring::kSoftmax, .method = MoeTopk::kGroupLimitedGreedy,
+                          .norm_topk_prob = true, .routed_scaling_factor = 16.0f}, 132, "softmax group_limited");
   test_mla_prep(ctx, 1, 16, 512, 64, 128, RopeStyle::kInterleaved);   // V2-Lite decode
   test_mla_prep(ctx, 7, 128, 512, 64, 128, RopeStyle::kInterleaved);  // V3 heads, several tokens
   test_mla_prep(ctx, 3, 4, 96, 32, 16, RopeStyle::kNeox);             // small fixture widths
