@@ -42,11 +42,14 @@ class CudaContext {
   void set_pdl(bool on) { pdl_ = on && props_.major >= 9; }
   // Split-k GEMVs: partial sums of the splits of a launch ([splits, m, n] floats) and one arrival counter per
   // block of rows, which the last split to arrive resets (so they stay zero between launches). Fixed at create:
-  // captured graphs keep the pointers.
+  // captured graphs keep the pointers. The GEMVs use counters from 0 up (one per row block); the MLA decode's
+  // fused split merge uses the upper half, [kSplitkCounters / 2, kSplitkCounters) (one per sequence and head
+  // group), under the same zero-at-exit rule (an overlap would be harmless too: kernels on the stream touch the
+  // counters only after pdl_wait, i.e. one at a time, and leave them zero).
   float* splitk_partials() const { return splitk_partials_; }
   unsigned* splitk_counters() const { return splitk_counters_; }
   // The fused MoE router's arrival counter (the last of the split-k counters; GEMVs use the low ones).
-  unsigned* moe_route_counter() const { return splitk_counters_ + kSplitkCounters - 1; }
+  unsigned* moe_route_counter() const { return splitk_counters_ + kSplitkCounters - 1; }  // (in the MLA range: also used one kernel at a time)
   static constexpr size_t kSplitkPartialFloats = size_t{4} << 20;
   static constexpr size_t kSplitkCounters = size_t{1} << 16;
 

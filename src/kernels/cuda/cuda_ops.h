@@ -94,13 +94,15 @@ Status f32_to_bf16(CudaContext& ctx, const float* x, uint16_t* y, int64_t m, int
 // ---- MLA absorbed decode -----------------------------------------------------------------------------------
 // One query token per sequence over its latent cache [tokens, kv_lora_rank + rope_dim] (bf16, contiguous per
 // sequence): out[b, h, :] = softmax(scale * q[b, h] . c[s]) c[s, :kv_lora_rank]. Split-K over the sequence
-// (flash-decoding) with a combine kernel when there is more than one split; tensor cores (mma.sync bf16, q and
+// (flash-decoding); with more than one split the last split block of each sequence and head group to finish
+// merges the splits (arrival counters in the upper half of ctx.splitk_counters(); deterministic: split order),
+// or a separate combine kernel does (MlaDecodeOptions::separate_combine); tensor cores (mma.sync bf16, q and
 // the probabilities rounded to bf16, f32 accumulation). One block reads each latent tile for up to 64 heads
 // (mla_decode_kernels.cuh). Supports kv_lora_rank 512 and rope_dim 64 (DeepSeek V2/V3).
 struct MlaDecodeArgs {
   const float* q = nullptr;          // [batch, num_heads, kv_lora_rank + rope_dim] ([q_nope W_UK | q_pe])
   const uint16_t* cache = nullptr;   // [batch, max_tokens, kv_lora_rank + rope_dim] bf16, or the paged pool
-  const int32_t* seq_lens = nullptr; // [batch] device, each in [1, max_tokens]
+  const int32_t* seq_lens = nullptr; // [batch] device, each in [0, max_tokens] (0: zeros)
   // Paged cache (block_tables set): token p of sequence b is row
   // block_tables[b * max_blocks + p / block_size] * block_size + p % block_size of `cache`; max_tokens unused.
   const int32_t* block_tables = nullptr;
@@ -122,6 +124,9 @@ struct MlaDecodeOptions {
   int heads_per_block = 0;
   // The earlier kernel: one block of 4 warps per 16 heads, 32-token tiles double-buffered, its own split rule.
   bool legacy = false;
+  // Splits merged by mla_combine_kernel (a second launch; the split rule that goes with it) instead of by the last
+  // split block of the tensor-core kernel. The legacy kernel always combines separately.
+  bool separate_combine = false;
 };
 Status mla_decode(CudaContext& ctx, const MlaDecodeArgs& args, const MlaDecodeOptions& options);
 

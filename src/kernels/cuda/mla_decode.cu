@@ -1,6 +1,6 @@
 // MLA absorbed decode (flash-decoding): the launcher, and the earlier kernel kept for timing comparisons
-// (MlaDecodeOptions::legacy). The tensor-core kernel, the combine kernel and the split rule are in
-// mla_decode_kernels.cuh.
+// (MlaDecodeOptions::legacy, always with the separate combine kernel). The tensor-core kernel (which merges its
+// splits itself by default), the combine kernel and the split rule are in mla_decode_kernels.cuh.
 //
 // Earlier kernel: grid (split, head group of 16, sequence), 4 warps. Per 32-token tile of the latent cache
 // (cp.async double-buffered in padded shared-memory rows):
@@ -215,11 +215,18 @@ Status launch(CudaContext& ctx, const MlaDecodeArgs& a, Params p) {
 
 }  // namespace legacy
 
+// Arrival counters of the fused merge: the upper half of the context's split-k counters (the GEMVs index the
+// lower half by row block), one per (sequence, head group).
+constexpr int64_t kCounterBase = static_cast<int64_t>(CudaContext::kSplitkCounters / 2);
+constexpr int64_t kMaxCounters = static_cast<int64_t>(CudaContext::kSplitkCounters) - kCounterBase;
+
 // The tensor-core kernel with 16 kM heads per block (the earlier kernel where its shared memory does not fit).
 template <int kM>
-Status launch_tc(CudaContext& ctx, const MlaDecodeArgs& a, Params p, int64_t groups) {
+Status launch_tc(CudaContext& ctx, const MlaDecodeArgs& a, const MlaDecodeOptions& options, Params p,
+                 int64_t groups) {
+  using Cfg = mla::TcConfig<kM>;
   const auto kernel = mla::mla_decode_tc_kernel<kM>;
-  const size_t smem = sizeof(typename mla::TcConfig<kM>::Smem);
+  const size_t smem = sizeof(typename Cfg::Smem);
   const cudaDeviceProp& props = ctx.props();
   if (smem > props.sharedMemPerBlockOptin) return legacy::launch(ctx, a, p);
   DSI_CUDA_RETURN_IF_ERROR(
@@ -227,10 +234,14 @@ Status launch_tc(CudaContext& ctx, const MlaDecodeArgs& a, Params p, int64_t gro
   // Resident blocks per SM from shared memory alone (1 on the H100/H200; registers allow no more either).
   const int64_t per_sm = std::max<int64_t>(
       1, static_cast<int64_t>(props.sharedMemPerMultiprocessor / (smem + props.reservedSharedMemPerBlock)));
+  // The last split merges (no combine launch) unless asked otherwise or out of counters / merge shared memory.
+  const bool can_fuse = !options.separate_combine && a.batch * groups <= kMaxCounters;
   const int splits = a.num_splits > 0 ? a.num_splits
                                       : mla::choose_splits({.batch = a.batch, .heads = a.num_heads, .groups = groups,
+                                                            .heads_per_block = Cfg::kHeads,
                                                             .max_seq_len = a.max_seq_len,
-                                                            .slots = per_sm * ctx.num_sms()});
+                                                            .slots = per_sm * ctx.num_sms(), .fused = can_fuse});
+  const bool fused = can_fuse && splits <= Cfg::kMaxFusedSplits;
   int64_t split_tokens = (a.max_seq_len + splits - 1) / splits;
   split_tokens = (split_tokens + mla::kTile - 1) / mla::kTile * mla::kTile;
   p.splits = splits;
@@ -242,12 +253,16 @@ Status launch_tc(CudaContext& ctx, const MlaDecodeArgs& a, Params p, int64_t gro
     DSI_ASSIGN_OR_RETURN(void* ws, ctx.scratch(rows * (kVDim + 2) * sizeof(float)));
     p.ws_o = static_cast<float*>(ws);
     p.ws_ml = static_cast<float*>(ws) + rows * kVDim;
+    if (fused) {
+      p.out = a.out;
+      p.counters = ctx.splitk_counters() + kCounterBase;
+    }
   }
   const dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(splits), static_cast<unsigned>(a.batch));
   { const auto kernel_fn = kernel;
     DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(mla::kThreads), smem, p); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
-  if (splits > 1) {
+  if (splits > 1 && !fused) {
     { const auto kernel_fn = mla::mla_combine_kernel;
       DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(static_cast<unsigned>(a.batch * a.num_heads)), dim3(kVDim / 4), 0,  p.ws_o, p.ws_ml, a.out, splits); }
     DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
@@ -279,17 +294,17 @@ Status mla_decode(CudaContext& ctx, const MlaDecodeArgs& a, const MlaDecodeOptio
            .max_blocks = a.max_blocks, .block_size = a.block_size, .heads = a.num_heads,
            .max_tokens = a.max_tokens, .splits = 1, .split_tokens = 0, .scale_log2 = a.scale * mla::kLog2e,
            .ws_o = nullptr, .ws_ml = nullptr, .out = nullptr,
-           .q_aligned = reinterpret_cast<uintptr_t>(a.q) % 16 == 0};
+           .q_aligned = reinterpret_cast<uintptr_t>(a.q) % 16 == 0, .counters = nullptr};
   if (options.legacy) return legacy::launch(ctx, a, p);
   // Heads per block: hpb, or up to 64 in as few equal groups as possible (128 -> 2 x 64, 80 -> 2 x 48, 24 -> 32).
   const int64_t groups = hpb > 0 ? (a.num_heads + hpb - 1) / hpb : (a.num_heads + 63) / 64;
   if (groups > 65535) return Status::InvalidArgument(str_cat("mla_decode: ", a.num_heads, " heads"));
   const int64_t m = hpb > 0 ? hpb / 16 : (a.num_heads + 16 * groups - 1) / (16 * groups);
   switch (m) {
-    case 1: return launch_tc<1>(ctx, a, p, groups);
-    case 2: return launch_tc<2>(ctx, a, p, groups);
-    case 3: return launch_tc<3>(ctx, a, p, groups);
-    default: return launch_tc<4>(ctx, a, p, groups);
+    case 1: return launch_tc<1>(ctx, a, options, p, groups);
+    case 2: return launch_tc<2>(ctx, a, options, p, groups);
+    case 3: return launch_tc<3>(ctx, a, options, p, groups);
+    default: return launch_tc<4>(ctx, a, options, p, groups);
   }
 }
 

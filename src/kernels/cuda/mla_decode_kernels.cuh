@@ -11,8 +11,15 @@
 //   3. O = alpha O + P V: warp w owns the value dims [64 w, 64 w + 64) of every head of the block (ldmatrix.trans
 //      of the same tile; 32 M f32 accumulators per thread).
 // Each latent tile is read from memory once per head group (once per sequence up to 64 heads). With one split the
-// kernel writes the normalized output; otherwise each split writes (O unnormalized, m, l) and mla_combine_kernel
-// merges them.
+// kernel writes the normalized output. With several, each split writes (O unnormalized, m, l) to the workspace and
+// either (Params::counters set, the default) the last split block of each (sequence, head group) to finish merges
+// them and writes the output (a stream-K style fixup: no second launch), or mla_combine_kernel merges them.
+// Fused merge: a split block with tokens writes its partials, __threadfence(), and one thread counts its arrival on
+// counters[sequence * groups + group]; the block that arrives last (the sequence's splits with tokens all have)
+// resets the counter to 0 (so the counters are zero between launches, CUDA graphs included), fences, reads every
+// split's (m, l) and O with __ldcg (L2, not a stale L1) and adds them up in split order: the result does not depend
+// on which block came last. Splits past the end of a sequence neither write nor arrive; a sequence whose tokens
+// fall in one split is normalized by that split directly; an empty sequence gets zeros from split 0.
 #pragma once
 
 #include <algorithm>
@@ -42,8 +49,10 @@ struct Params {
   float scale_log2;      // scale * log2(e)
   float* ws_o;           // [batch, heads, splits, 512]: unnormalized output of each split (splits > 1)
   float* ws_ml;          // [batch, heads, splits, 2]: running max (log2 domain) and sum of each split
-  float* out;            // [batch, heads, 512]: set when splits == 1 (the tensor-core kernel normalizes itself)
+  float* out;            // [batch, heads, 512]: set when splits == 1 or counters is set (the tensor-core kernel
+                         // normalizes itself); null: mla_combine_kernel writes the output
   bool q_aligned;        // q is 16-byte aligned (vector loads)
+  unsigned* counters;    // [batch, groups] arrival counters, zero (splits > 1, fused merge); null: separate combine
 };
 
 // Row `tok` of sequence b: contiguous, or through the sequence's block table.
@@ -83,6 +92,8 @@ struct TcConfig {
   static constexpr int kStages = (kMaxSmem - kFixedBytes) / kStageBytes < kMaxStages
                                      ? (kMaxSmem - kFixedBytes) / kStageBytes
                                      : kMaxStages;
+  // The fused merge keeps each (head, split)'s (m, l), then its weight, as a float2 in the latent ring.
+  static constexpr int kMaxFusedSplits = kStages * kStageBytes / (8 * kHeads);
   struct Smem {
     uint16_t k[kStages][kTile * kDim];   // latent tiles, swz rows
     uint16_t q[kHeads * kDim];           // queries (bf16), swz rows
@@ -96,7 +107,73 @@ struct TcConfig {
   static_assert(kStages >= 2 && sizeof(Smem) <= kMaxSmem);
   static_assert(kTile * 8 == kThreads);  // the tile loader: 8 threads per token row
   static_assert(4 * kHeads <= kThreads && (4 * kHeads) % 32 == 0);  // softmax: 4 threads per head, whole warps
+  static_assert(kThreads == 2 * (kVDim / 4) && kMaxFusedSplits >= 64);  // merge: 2 heads x 128 float4 per pass
 };
+
+// The fused merge, by the whole block of the last split to arrive for (sequence b, heads head0 .. +kHeads):
+// out = sum_s w_s O_s / sum_s w_s l_s with w_s = 2^(m_s - max m) over the `live` splits (l_s > 0), summed in split
+// order. wl: shared memory for kHeads x live float2 ((m, l), then (w, l)); inv_l: kHeads floats.
+template <int kHeads>
+__device__ __forceinline__ void merge_splits(const Params& p, float2* wl, float* inv_l, int64_t b, int64_t head0,
+                                             int live) {
+  const int tid = static_cast<int>(threadIdx.x);
+  if (tid < 4 * kHeads) {  // 4 threads per head (whole warps): the splits seg, seg + 4, ...
+    const int h = tid >> 2, seg = tid & 3;
+    const bool valid = head0 + h < p.heads;
+    const float2* ml = reinterpret_cast<const float2*>(p.ws_ml) + (b * p.heads + head0 + h) * p.splits;
+    float mx = -INFINITY;
+    if (valid) {
+      for (int s = seg; s < live; s += 4) {
+        const float2 v = __ldcg(ml + s);
+        wl[h * live + s] = v;
+        if (v.y > 0.0f) mx = fmaxf(mx, v.x);
+      }
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    float den = 0.0f;
+    if (valid) {
+      for (int s = seg; s < live; s += 4) {
+        const float2 v = wl[h * live + s];
+        const float w = v.y > 0.0f ? exp2f(v.x - mx) : 0.0f;
+        den += w * v.y;
+        wl[h * live + s].x = w;
+      }
+    }
+    den += __shfl_xor_sync(0xffffffffu, den, 1);
+    den += __shfl_xor_sync(0xffffffffu, den, 2);
+    if (seg == 0) inv_l[h] = den > 0.0f ? 1.0f / den : 0.0f;
+  }
+  __syncthreads();
+  // Thread tid owns the float4 column c of heads hb, hb + 2, ...: every split's loads of a pass are independent.
+  constexpr int kItems = kHeads / 2;
+  const int c = tid & (kVDim / 4 - 1), hb = tid / (kVDim / 4);
+  float4 acc[kItems];
+#pragma unroll
+  for (int k = 0; k < kItems; ++k) acc[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  const float4* ws = reinterpret_cast<const float4*>(p.ws_o);
+  for (int s = 0; s < live; ++s) {
+#pragma unroll
+    for (int k = 0; k < kItems; ++k) {
+      const int h = hb + 2 * k;
+      if (head0 + h >= p.heads) continue;
+      const float w = wl[h * live + s].x;
+      const float4 v = __ldcg(ws + ((b * p.heads + head0 + h) * p.splits + s) * (kVDim / 4) + c);
+      acc[k].x += w * v.x;
+      acc[k].y += w * v.y;
+      acc[k].z += w * v.z;
+      acc[k].w += w * v.w;
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kItems; ++k) {
+    const int h = hb + 2 * k;
+    if (head0 + h >= p.heads) continue;
+    const float f = inv_l[h];
+    reinterpret_cast<float4*>(p.out + (b * p.heads + head0 + h) * kVDim)[c] =
+        make_float4(acc[k].x * f, acc[k].y * f, acc[k].z * f, acc[k].w * f);
+  }
+}
 
 template <int kM>
 __global__ void __launch_bounds__(kThreads, 1) mla_decode_tc_kernel(Params p) {
@@ -115,11 +192,17 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_tc_kernel(Params p) {
   const int sm_head = tid >> 2, sm_seg = tid & 3;  // softmax role: 4 threads per head
   const bool sm_active = tid < 4 * kHeads;
   const int64_t ws_row = (b * p.heads + head0 + sm_head) * p.splits + split;
+  // Splits of this sequence that hold tokens (the first `live`); with out set and live <= 1 no merge is needed.
+  const int64_t reached = len <= 0 ? 0 : (len + p.split_tokens - 1) / p.split_tokens;
+  const int64_t live = reached < p.splits ? reached : p.splits;
+  const bool direct = p.out != nullptr && live <= 1;
 
-  if (start >= end) {  // an empty split (or an empty sequence, outside the contract: zeros)
-    if (p.out != nullptr) {
-      for (int i = tid; i < kHeads * kVDim; i += kThreads) {
-        if (head0 + i / kVDim < p.heads) p.out[(b * p.heads + head0) * kVDim + i] = 0.0f;
+  if (start >= end) {  // an empty split (or an empty sequence: zeros)
+    if (p.out != nullptr) {  // one split, or the fused merge: only an empty sequence's split 0 writes (zeros)
+      if (split == 0) {
+        for (int i = tid; i < kHeads * kVDim; i += kThreads) {
+          if (head0 + i / kVDim < p.heads) p.out[(b * p.heads + head0) * kVDim + i] = 0.0f;
+        }
       }
     } else if (sm_active && sm_seg == 0 && head0 + sm_head < p.heads) {
       p.ws_ml[ws_row * 2] = -INFINITY;
@@ -294,7 +377,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_tc_kernel(Params p) {
     l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
     l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
   }
-  if (p.out != nullptr) {  // one split: normalize here
+  if (direct) {  // the sequence's only split with tokens: normalize here
     if (sm_active && sm_seg == 0) sm.inv_l[sm_head] = 1.0f / l_run;
     __syncthreads();
   } else if (sm_active && sm_seg == 0 && head0 + sm_head < p.heads) {
@@ -309,7 +392,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_tc_kernel(Params p) {
       if (head0 + h >= p.heads) continue;
       float* dst;
       float f = 1.0f;
-      if (p.out != nullptr) {
+      if (direct) {
         dst = p.out + (b * p.heads + head0 + h) * kVDim;
         f = sm.inv_l[h];
       } else {
@@ -322,6 +405,20 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_tc_kernel(Params p) {
       }
     }
   }
+  if (direct || p.counters == nullptr) return;
+
+  // Fused merge: count this split's arrival; the last of the `live` splits adds them all up.
+  __threadfence();  // this thread's partials are visible device-wide before the arrival is counted
+  __syncthreads();
+  int last = 0;
+  if (tid == 0) {
+    unsigned* counter = p.counters + b * gridDim.x + group;
+    last = atomicAdd(counter, 1u) == static_cast<unsigned>(live - 1);
+    if (last) *counter = 0;  // every live split has arrived: ready for the next launch
+  }
+  if (!__syncthreads_or(last)) return;  // (also the barrier before the ring is reused)
+  __threadfence();
+  merge_splits<kHeads>(p, reinterpret_cast<float2*>(sm.k[0]), sm.inv_l, b, head0, static_cast<int>(live));
 }
 
 // One block of 128 threads per (sequence, head): out = sum_s 2^(m_s - M) O_s / sum_s 2^(m_s - M) l_s over the
@@ -355,25 +452,41 @@ __global__ void __launch_bounds__(kVDim / 4) mla_combine_kernel(const float* ws_
 
 // The number of splits of the sequence axis when the caller leaves it open: `batch` x `groups` blocks per split
 // run `slots` at a time (resident blocks on the whole GPU). A split count costs its waves times the tiles of a
-// split (plus kFixedTiles of start-up: Q, the first loads, the epilogue) and, past one split, the workspace the
-// splits write and the combine reads back (2 KB per head and split each way), counted in tiles of the whole GPU.
+// split (plus kFixedTiles of start-up: Q, the first loads, the epilogue) and, past one split, the merge, in tiles:
+// - separate combine (mla_combine_kernel): the workspace the splits write and the combine reads back (2 KB per
+//   head and split each way), spread over the whole GPU (its launch is not counted);
+// - fused (the last split merges): kFuseTiles for the fence, the arrival atomic and the last block's second pass,
+//   plus the bytes one block streams: its own partials written (2 KB per head), then the merging block reading
+//   every split's (2 KB per head and split) -- on one SM, so this grows with splits x heads per block and is
+//   what stops the split count. These are L2-resident streams with no math, counted at kMergeBytesPerTile = two
+//   36 KB stages per tile step (a tile step is a 36 KB HBM load plus three barrier-separated mma/softmax phases).
+//   Merges of different (sequence, head group)s run on different SMs: ceil(batch groups / slots) after another.
 struct SplitShape {
   int64_t batch = 0, heads = 0, groups = 0;
+  int64_t heads_per_block = 0;  // 16 kM: the fused merge's rows per block
   int64_t max_seq_len = 0;
   int64_t slots = 0;
+  bool fused = false;
 };
+constexpr double kFuseTiles = 1.0;
+constexpr double kMergeBytesPerTile = 2.0 * kStageBytes;
 inline int choose_splits(const SplitShape& a) {
   constexpr int64_t kFixedTiles = 2, kMaxSplits = 64;
+  constexpr double kRowBytes = kVDim * 4 + 8;  // one head's partial O, m and l
   const int64_t blocks = a.batch * a.groups;
   const int64_t most = std::max<int64_t>(1, std::min<int64_t>(kMaxSplits, (a.max_seq_len + kTile - 1) / kTile));
+  const double merge_waves = static_cast<double>((blocks + a.slots - 1) / a.slots);
+  const double block_rows = static_cast<double>(a.heads_per_block);
   int best = 1;
   double best_cost = 0.0;
   for (int64_t s = 1; s <= most; ++s) {
     const int64_t waves = (blocks * s + a.slots - 1) / a.slots;
     const int64_t tiles = ((a.max_seq_len + s - 1) / s + kTile - 1) / kTile;
     double cost = static_cast<double>(waves * (tiles + kFixedTiles));
-    if (s > 1) {
-      const double ws_bytes = static_cast<double>(a.batch * a.heads * s) * (kVDim * 4 + 8) * 2;
+    if (s > 1 && a.fused) {
+      cost += kFuseTiles + block_rows * kRowBytes * (1.0 + merge_waves * static_cast<double>(s)) / kMergeBytesPerTile;
+    } else if (s > 1) {
+      const double ws_bytes = static_cast<double>(a.batch * a.heads * s) * kRowBytes * 2;
       cost += ws_bytes / (static_cast<double>(a.slots) * kStageBytes);
     }
     if (s == 1 || cost < best_cost) {

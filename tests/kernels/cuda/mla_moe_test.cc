@@ -1,9 +1,12 @@
 // MLA absorbed decode against ref attention (one kv head, v = prefix of k) over contiguous and paged latent
 // caches (shuffled block tables), for V3's 128 heads, V2-Lite's 16, head counts that are no multiple of 16 or 64,
-// forced splits, forced heads per block and the earlier kernel; INFO lines time the decode at 16 and 128 heads
-// against the copy bandwidth (not checked). Then the MoE router against ref_moe_route.
+// forced splits, forced heads per block and the earlier kernel; the split merge fused into the decode kernel (the
+// default) and by the separate combine kernel, empty sequences, and the fused merge's determinism (bit-identical
+// reruns, CUDA graph replays); INFO lines time the decode at 16 and 128 heads against the copy bandwidth (not
+// checked). Then the MoE router against ref_moe_route.
 #include <cuda_runtime.h>
 
+#include <cstring>
 #include <functional>
 #include <numeric>
 
@@ -33,18 +36,29 @@ std::vector<int32_t> cycle_lens(int64_t batch, const std::vector<int32_t>& cycle
   return lens;
 }
 
-void test_mla(CudaContext& ctx, const MlaCase& c) {
+// A case's inputs on the device, the arguments and the reference output (zeros for an empty sequence).
+struct MlaSetup {
+  std::string name;
+  std::vector<float> want;
+  DeviceBuffer<float> q, out;
+  DeviceBuffer<uint16_t> cache;
+  DeviceBuffer<int32_t> lens, tables;
+  cuda::MlaDecodeArgs args;
+};
+
+MlaSetup setup_mla(CudaContext& ctx, const MlaCase& c) {
   const auto& lens = c.lens;
   const int64_t batch = static_cast<int64_t>(lens.size()), heads = c.heads, bs = c.block_size;
   const int64_t max_len = *std::max_element(lens.begin(), lens.end());
   std::string lens_str;
   for (int32_t l : lens) lens_str += str_cat(lens_str.empty() ? "" : ",", l);
   if (lens_str.size() > 60) lens_str = str_cat(lens_str.substr(0, 60), "...(", batch, " sequences)");
-  const std::string name =
-      str_cat("mla_decode ", bs > 0 ? str_cat("paged bs=", bs) : std::string("contiguous"), " heads=", heads,
-              " lens={", lens_str, "} splits=", c.splits,
-              c.options.heads_per_block ? str_cat(" heads_per_block=", c.options.heads_per_block) : std::string(),
-              c.options.legacy ? " legacy" : "", c.unaligned_q ? " unaligned-q" : "");
+  MlaSetup m;
+  m.name = str_cat("mla_decode ", bs > 0 ? str_cat("paged bs=", bs) : std::string("contiguous"), " heads=", heads,
+                   " lens={", lens_str, "} splits=", c.splits,
+                   c.options.heads_per_block ? str_cat(" heads_per_block=", c.options.heads_per_block) : std::string(),
+                   c.options.legacy ? " legacy" : "", c.options.separate_combine ? " separate-combine" : "",
+                   c.unaligned_q ? " unaligned-q" : "");
   // Cache rows: [batch, max_tokens] contiguous, or a pool of shuffled blocks (3 spare) and a table per sequence.
   const int64_t max_tokens = max_len + 5;
   int64_t max_blocks = 0, rows = batch * max_tokens;
@@ -69,15 +83,16 @@ void test_mla(CudaContext& ctx, const MlaCase& c) {
   const auto cache16 = to_bf16(random_f32(rows * kLat));
   const auto cache = from_bf16(cache16);
   const float scale = 1.0f / std::sqrt(192.0f);
-  std::vector<float> want(batch * heads * kRank);
+  m.want.assign(batch * heads * kRank, 0.0f);
   for (int64_t b = 0; b < batch; ++b) {
+    if (lens[b] == 0) continue;  // an empty sequence: zeros
     std::vector<float> kv(lens[b] * kLat);
     for (int64_t t = 0; t < lens[b]; ++t) {
       const int64_t r = bs > 0 ? int64_t{tables[b * max_blocks + t / bs]} * bs + t % bs : b * max_tokens + t;
       std::copy(cache.begin() + r * kLat, cache.begin() + (r + 1) * kLat, kv.begin() + t * kLat);
     }
     ref_ops().attention({.q = q.data() + b * heads * kLat, .k = kv.data(), .v = kv.data(),
-                         .out = want.data() + b * heads * kRank, .num_q = 1, .kv_len = lens[b],
+                         .out = m.want.data() + b * heads * kRank, .num_q = 1, .kv_len = lens[b],
                          .num_q_heads = heads, .num_kv_heads = 1, .head_dim = kLat, .v_dim = kRank,
                          .q_token_stride = heads * kLat, .q_head_stride = kLat, .k_token_stride = kLat,
                          .k_head_stride = kLat, .v_token_stride = kLat, .v_head_stride = kLat,
@@ -85,31 +100,70 @@ void test_mla(CudaContext& ctx, const MlaCase& c) {
   }
   std::vector<float> q_host = q;
   if (c.unaligned_q) q_host.insert(q_host.begin(), 0.0f);
-  auto dq = upload(ctx, q_host);
-  auto dc = upload(ctx, cache16);
-  auto dl = upload(ctx, lens);
-  auto dt = upload(ctx, tables);
+  m.q = upload(ctx, q_host);
+  m.cache = upload(ctx, cache16);
+  m.lens = upload(ctx, lens);
+  m.tables = upload(ctx, tables);
   // NaN bit patterns: every output element must be written.
-  auto dout = upload(ctx, std::vector<float>(want.size(), std::nanf("")));
-  cuda::MlaDecodeArgs m;
-  m.q = dq.get() + (c.unaligned_q ? 1 : 0);
-  m.cache = dc.get();
-  m.seq_lens = dl.get();
+  m.out = upload(ctx, std::vector<float>(m.want.size(), std::nanf("")));
+  cuda::MlaDecodeArgs& a = m.args;
+  a.q = m.q.get() + (c.unaligned_q ? 1 : 0);
+  a.cache = m.cache.get();
+  a.seq_lens = m.lens.get();
   if (bs > 0) {
-    m.block_tables = dt.get();
-    m.max_blocks = max_blocks;
-    m.block_size = bs;
+    a.block_tables = m.tables.get();
+    a.max_blocks = max_blocks;
+    a.block_size = bs;
   }
-  m.out = dout.get();
-  m.batch = batch;
-  m.num_heads = heads;
-  m.max_tokens = bs > 0 ? 0 : max_tokens;
-  m.max_seq_len = max_len;
-  m.scale = scale;
-  m.num_splits = c.splits;
-  CT_TRY(name, cuda::mla_decode(ctx, m, c.options));
+  a.out = m.out.get();
+  a.batch = batch;
+  a.num_heads = heads;
+  a.max_tokens = bs > 0 ? 0 : max_tokens;
+  a.max_seq_len = max_len;
+  a.scale = scale;
+  a.num_splits = c.splits;
+  return m;
+}
+
+void test_mla(CudaContext& ctx, const MlaCase& c) {
+  MlaSetup m = setup_mla(ctx, c);
+  CT_TRY(m.name, cuda::mla_decode(ctx, m.args, c.options));
   // q and the probabilities are rounded to bf16 for the tensor cores.
-  report(name, rel_max_err(download(ctx, dout, want.size()), want), 2e-2);
+  report(m.name, rel_max_err(download(ctx, m.out, m.want.size()), m.want), 2e-2);
+}
+
+// The fused split merge run again, directly and replayed twice from a CUDA graph, with the output reset to NaN
+// before each run: bit-identical every time (the merge adds the splits in split order whichever block arrives
+// last, and the arrival counters are back at zero after each launch). Also against the reference.
+void test_mla_repeat(CudaContext& ctx, const MlaCase& c) {
+  MlaSetup m = setup_mla(ctx, c);
+  const std::string name = m.name + " repeated (direct, graph x2)";
+  const size_t n = m.want.size();
+  CT_TRY(name, cuda::mla_decode(ctx, m.args, c.options));
+  const auto first = download(ctx, m.out, n);
+  report(name, rel_max_err(first, m.want), 2e-2);
+  const auto nan_out = [&] {
+    return cudaMemsetAsync(m.out.get(), 0xff, n * sizeof(float), ctx.stream()) == cudaSuccess;
+  };
+  CT_CHECK(name, nan_out());
+  CT_TRY(name, cuda::mla_decode(ctx, m.args, c.options));
+  auto again = download(ctx, m.out, n);
+  CT_CHECK(name, std::memcmp(first.data(), again.data(), n * sizeof(float)) == 0);
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  CT_CHECK(name, cudaStreamBeginCapture(ctx.stream(), cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  const Status st = cuda::mla_decode(ctx, m.args, c.options);
+  const bool captured = cudaStreamEndCapture(ctx.stream(), &graph) == cudaSuccess;
+  CT_TRY(name, st);
+  CT_CHECK(name, captured && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  for (int replay = 0; replay < 2; ++replay) {
+    CT_CHECK(name, nan_out() && cudaGraphLaunch(exec, ctx.stream()) == cudaSuccess);
+    again = download(ctx, m.out, n);
+    CT_CHECK(name, std::memcmp(first.data(), again.data(), n * sizeof(float)) == 0);
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  report(name + " bit-identical", 0.0, 0.0);
 }
 
 // Mean microseconds per call of calls(i) (i = 0 .. kIters - 1), replayed from a CUDA graph so that host launch
@@ -170,8 +224,8 @@ double copy_gbps(CudaContext& ctx) {
   return st.ok() ? 2.0 * bytes / (us * 1e3) : 0.0;
 }
 
-// Info only: decode at kv_lora 512 + rope 64 (bf16), `batch` sequences of `ctx_len` tokens, the default kernel and
-// the earlier one. The calls cycle through enough copies of the cache (>= 128 MB) that it comes from HBM, not L2.
+// Info only: decode at kv_lora 512 + rope 64 (bf16), `batch` sequences of `ctx_len` tokens, the default kernel
+// (splits merged by the last split block), the same with the separate combine kernel, and the earlier kernel. The calls cycle through enough copies of the cache (>= 128 MB) that it comes from HBM, not L2.
 // GB/s counts the latent bytes read.
 void time_mla(CudaContext& ctx, int64_t heads, int64_t batch, int64_t ctx_len, double copy) {
   const std::string name = str_cat("mla_decode timing heads=", heads, " batch=", batch, " ctx=", ctx_len);
@@ -192,7 +246,8 @@ void time_mla(CudaContext& ctx, int64_t heads, int64_t batch, int64_t ctx_len, d
     const char* label;
     cuda::MlaDecodeOptions options;
   };
-  const Variant variants[] = {{"new", {}}, {"legacy", {.legacy = true}}};
+  const Variant variants[] = {
+      {"fused", {}}, {"separate-combine", {.separate_combine = true}}, {"legacy", {.legacy = true}}};
   std::string line;
   for (const Variant& v : variants) {
     double us = 0.0;
@@ -286,6 +341,27 @@ void run_mla_moe_tests(CudaContext& ctx) {
   test_mla(ctx, {.heads = 16, .lens = {1, 37, 300}, .options = {.legacy = true}});
   test_mla(ctx, {.heads = 128, .lens = {129, 4096}, .options = {.legacy = true}});
   test_mla(ctx, {.heads = 16, .lens = {1, 37, 600}, .block_size = 16, .options = {.legacy = true}});
+  // Split merge: by the last split block (the default, fused) and by the combine kernel, at batch 1 and 5, V2-Lite's
+  // 16 heads and V3's 128, contexts of one split and of many, an empty sequence (zeros), forced splits (2, 7, 64:
+  // with 7 and 64 some splits of the short sequences are empty, and of 64 some of every sequence).
+  for (const bool separate : {false, true}) {
+    const cuda::MlaDecodeOptions o = {.separate_combine = separate};
+    for (const int64_t heads : {16, 128}) {
+      for (const int32_t len : {1, 63, 512, 4096}) test_mla(ctx, {.heads = heads, .lens = {len}, .options = o});
+      test_mla(ctx, {.heads = heads, .lens = {4096, 0, 63, 1, 512}, .options = o});
+      for (const int splits : {2, 7, 64}) {
+        test_mla(ctx, {.heads = heads, .lens = {512, 1, 0, 4096, 63}, .splits = splits, .options = o});
+      }
+    }
+    test_mla(ctx, {.heads = 16, .lens = {0, 600, 37}, .block_size = 16, .options = o});
+    test_mla(ctx, {.heads = 16, .lens = {0, 33}, .splits = 1, .options = o});
+    test_mla(ctx, {.heads = 80, .lens = {4096, 0, 100}, .splits = 7, .options = o});  // masked heads in the merge
+    test_mla(ctx, {.heads = 128, .lens = {2000, 31}, .options = {.heads_per_block = 48, .separate_combine = separate}});
+  }
+  // Fused merge determinism (and counters back at zero after each launch, CUDA graphs included).
+  test_mla_repeat(ctx, {.heads = 16, .lens = {512, 1, 0, 4096, 63}, .splits = 64});
+  test_mla_repeat(ctx, {.heads = 128, .lens = {4096}});
+  test_mla_repeat(ctx, {.heads = 16, .lens = {4096, 2500, 77}, .block_size = 16});
   const double copy = copy_gbps(ctx);
   std::printf("INFO device-to-device copy: %.0f GB/s (read + write)\n", copy);
   for (int64_t heads : {16, 128}) {
