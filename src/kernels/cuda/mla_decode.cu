@@ -235,7 +235,7 @@ Status launch_tc(CudaContext& ctx, const MlaDecodeArgs& a, const MlaDecodeOption
   const int64_t per_sm = std::max<int64_t>(
       1, static_cast<int64_t>(props.sharedMemPerMultiprocessor / (smem + props.reservedSharedMemPerBlock)));
   // The last split merges (no combine launch) unless asked otherwise or out of counters / merge shared memory.
-  const bool can_fuse = !options.separate_combine && a.batch * groups <= kMaxCounters;
+  const bool can_fuse = options.fused_combine && a.batch * groups <= kMaxCounters;
   const int splits = a.num_splits > 0 ? a.num_splits
                                       : mla::choose_splits({.batch = a.batch, .heads = a.num_heads, .groups = groups,
                                                             .heads_per_block = Cfg::kHeads,

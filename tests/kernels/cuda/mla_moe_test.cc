@@ -57,7 +57,7 @@ MlaSetup setup_mla(CudaContext& ctx, const MlaCase& c) {
   m.name = str_cat("mla_decode ", bs > 0 ? str_cat("paged bs=", bs) : std::string("contiguous"), " heads=", heads,
                    " lens={", lens_str, "} splits=", c.splits,
                    c.options.heads_per_block ? str_cat(" heads_per_block=", c.options.heads_per_block) : std::string(),
-                   c.options.legacy ? " legacy" : "", c.options.separate_combine ? " separate-combine" : "",
+                   c.options.legacy ? " legacy" : "", c.options.fused_combine ? " fused-combine" : "",
                    c.unaligned_q ? " unaligned-q" : "");
   // Cache rows: [batch, max_tokens] contiguous, or a pool of shuffled blocks (3 spare) and a table per sequence.
   const int64_t max_tokens = max_len + 5;
@@ -247,7 +247,7 @@ void time_mla(CudaContext& ctx, int64_t heads, int64_t batch, int64_t ctx_len, d
     cuda::MlaDecodeOptions options;
   };
   const Variant variants[] = {
-      {"fused", {}}, {"separate-combine", {.separate_combine = true}}, {"legacy", {.legacy = true}}};
+      {"fused", {.fused_combine = true}}, {"separate-combine", {}}, {"legacy", {.legacy = true}}};
   std::string line;
   for (const Variant& v : variants) {
     double us = 0.0;
@@ -341,11 +341,11 @@ void run_mla_moe_tests(CudaContext& ctx) {
   test_mla(ctx, {.heads = 16, .lens = {1, 37, 300}, .options = {.legacy = true}});
   test_mla(ctx, {.heads = 128, .lens = {129, 4096}, .options = {.legacy = true}});
   test_mla(ctx, {.heads = 16, .lens = {1, 37, 600}, .block_size = 16, .options = {.legacy = true}});
-  // Split merge: by the last split block (the default, fused) and by the combine kernel, at batch 1 and 5, V2-Lite's
+  // Split merge: by the last split block (fused_combine) and by the combine kernel (the default), at batch 1 and 5, V2-Lite's
   // 16 heads and V3's 128, contexts of one split and of many, an empty sequence (zeros), forced splits (2, 7, 64:
   // with 7 and 64 some splits of the short sequences are empty, and of 64 some of every sequence).
   for (const bool separate : {false, true}) {
-    const cuda::MlaDecodeOptions o = {.separate_combine = separate};
+    const cuda::MlaDecodeOptions o = {.fused_combine = !separate};
     for (const int64_t heads : {16, 128}) {
       for (const int32_t len : {1, 63, 512, 4096}) test_mla(ctx, {.heads = heads, .lens = {len}, .options = o});
       test_mla(ctx, {.heads = heads, .lens = {4096, 0, 63, 1, 512}, .options = o});
@@ -356,11 +356,12 @@ void run_mla_moe_tests(CudaContext& ctx) {
     test_mla(ctx, {.heads = 16, .lens = {0, 600, 37}, .block_size = 16, .options = o});
     test_mla(ctx, {.heads = 16, .lens = {0, 33}, .splits = 1, .options = o});
     test_mla(ctx, {.heads = 80, .lens = {4096, 0, 100}, .splits = 7, .options = o});  // masked heads in the merge
-    test_mla(ctx, {.heads = 128, .lens = {2000, 31}, .options = {.heads_per_block = 48, .separate_combine = separate}});
+    test_mla(ctx, {.heads = 128, .lens = {2000, 31}, .options = {.heads_per_block = 48, .fused_combine = !separate}});
   }
   // Fused merge determinism (and counters back at zero after each launch, CUDA graphs included).
-  test_mla_repeat(ctx, {.heads = 16, .lens = {512, 1, 0, 4096, 63}, .splits = 64});
-  test_mla_repeat(ctx, {.heads = 128, .lens = {4096}});
+  const cuda::MlaDecodeOptions fused = {.fused_combine = true};
+  test_mla_repeat(ctx, {.heads = 16, .lens = {512, 1, 0, 4096, 63}, .splits = 64, .options = fused});
+  test_mla_repeat(ctx, {.heads = 128, .lens = {4096}, .options = fused});
   test_mla_repeat(ctx, {.heads = 16, .lens = {4096, 2500, 77}, .block_size = 16});
   const double copy = copy_gbps(ctx);
   std::printf("INFO device-to-device copy: %.0f GB/s (read + write)\n", copy);
