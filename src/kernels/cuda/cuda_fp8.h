@@ -27,7 +27,7 @@ struct GemvFp8Args {
 };
 
 // Decode GEMV: reads each weight byte once (16-byte streaming loads), x in shared memory, k split over blocks
-// when n is small (the last split to finish adds the partial sums in split order: deterministic). Fast for
+// when n is small (partial sums meet in y through atomicAdd, so the last bits depend on scheduling). Fast for
 // m <= 4, correct for any m: m > 16, k % 16 != 0 or w not 16-byte aligned run gemm_fp8_weight_only instead.
 Status gemv_fp8(CudaContext& ctx, const GemvFp8Args& args);
 

@@ -4,7 +4,7 @@
 // of each of its warp's R rows per step; 16 codes starting at a multiple of 16 lie in one 128-wide k block, so the
 // lane sums the 16 products (codes decoded exactly as value / 256, fp8_load.cuh) and adds that partial sum times
 // the block's scale * 256 to its accumulator. x sits in shared memory; the k range is split over grid.y when n
-// alone does not fill the GPU; the last split of a row block to finish adds the partial sums in split order.
+// alone does not fill the GPU, and the partial sums meet in y through atomicAdd.
 //
 // gemm_fp8_weight_only (any shape): 64x64 output tiles, 32-wide k steps; x and the dequantized weights (code *
 // scale, in f32) are staged in shared memory; each thread computes 4x4 outputs. Correct, not fast.
@@ -40,12 +40,10 @@ struct GemvFp8Params {
   int64_t m, n, k, xs, ys;
   int64_t kb;       // ceil(k / 128): length of a scale row
   int64_t k_chunk;  // multiple of kStep (and so of 16)
-  bool atomic;      // accumulate: add into y
-  // As gemv.cu: SwiGLU input (silu(x) * x[up_offset + .]) and the split-k partials with their arrival counters.
+  bool atomic;      // grid.y > 1 or accumulate: add into y
+  // SwiGLU input: x holds gate | up per row and the matmul input is silu(gate) * up (up at x + up_offset).
   bool swiglu;
   int64_t up_offset;
-  float* partials;
-  unsigned* counters;
 };
 
 // Block (row block, k chunk). Shared memory: the chunk of x for MT tokens (rows >= m are zeros). Element kk of
@@ -62,30 +60,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_fp8_kernel(GemvFp8Params p) 
   const int64_t k_begin = blockIdx.y * p.k_chunk;
   const int64_t k_end = min(p.k, k_begin + p.k_chunk);
   const int kc = static_cast<int>(p.k_chunk);
-  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * R;
-  const bool warp_live = row0 < p.n;
-  const uint8_t* wrow[R];
-  bool valid[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    valid[r] = row0 + r < p.n;
-    wrow[r] = p.w + (valid[r] ? row0 + r : 0) * p.k;
-  }
-  const float* srow = p.scale + (warp_live ? row0 / kBlock : 0) * p.kb;
-  // Lane groups start at k_begin + lane * 16 (k_begin % 512 == 0) and never cross a 128 block; k % 16 == 0, so a
-  // group that starts before k_end ends there too. The first loads go out before the PDL wait (weights only).
-  int64_t k0 = k_begin + lane * kGroup;
-  uint4 wv[2][R];
-  auto load = [&](int64_t at) {
-    const bool second = at + kStep < k_end;
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      wv[0][r] = (valid[r] && at < k_end) ? load_stream(wrow[r] + at) : make_uint4(0, 0, 0, 0);
-      wv[1][r] = (valid[r] && second) ? load_stream(wrow[r] + at + kStep) : make_uint4(0, 0, 0, 0);
-    }
-  };
-  load(k0);
-  pdl_enter();
+  pdl_enter();  // (PDL, launch.cuh) before the first read of x
   for (int i = threadIdx.x; i < MT * kc; i += blockDim.x) {
     const int mt = i / kc, kk = i % kc;
     const int64_t kg = k_begin + kk;
@@ -101,11 +76,30 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_fp8_kernel(GemvFp8Params p) 
   }
   __syncthreads();
 
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * R;
+  if (row0 >= p.n) return;  // the whole warp is past the last row (no barrier follows)
+  const uint8_t* wrow[R];
+  bool valid[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    valid[r] = row0 + r < p.n;
+    wrow[r] = p.w + (valid[r] ? row0 + r : row0) * p.k;
+  }
+  const float* srow = p.scale + (row0 / kBlock) * p.kb;
   float acc[R * MT];
 #pragma unroll
   for (int i = 0; i < R * MT; ++i) acc[i] = 0.0f;
-  while (warp_live && k0 < k_end) {
+
+  // Lane groups start at k_begin + lane * 16 (k_begin % 512 == 0) and never cross a 128 block; k % 16 == 0, so a
+  // group that starts before k_end ends there too.
+  for (int64_t k0 = k_begin + lane * kGroup; k0 < k_end; k0 += 2 * kStep) {
     const bool second = k0 + kStep < k_end;
+    uint4 wv[2][R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      wv[0][r] = valid[r] ? load_stream(wrow[r] + k0) : make_uint4(0, 0, 0, 0);
+      wv[1][r] = (valid[r] && second) ? load_stream(wrow[r] + k0 + kStep) : make_uint4(0, 0, 0, 0);
+    }
     float s[2];
     s[0] = __ldg(srow + k0 / kBlock) * kFp8Unscale;
     s[1] = second ? __ldg(srow + (k0 + kStep) / kBlock) * kFp8Unscale : 0.0f;
@@ -131,54 +125,26 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_fp8_kernel(GemvFp8Params p) 
 #pragma unroll
       for (int i = 0; i < R * MT; ++i) acc[i] = fmaf(d[i], s[u], acc[i]);
     }
-    k0 += 2 * kStep;
-    if (k0 < k_end) load(k0);
   }
   constexpr int V = R * MT;
   warp_reduce_scatter<V, 16>(acc, lane);
   constexpr int kPerLane = V >= 32 ? V / 32 : 1;
-  const bool holder = warp_live && (V >= 32 || (lane % (32 / V)) == 0);
-  const bool split = p.partials != nullptr;
-  if (holder) {
+  if (V < 32 && (lane % (32 / V)) != 0) return;
 #pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
-      const int idx = i + ((lane * V) >> 5);
-      const int r = idx / MT, mt = idx % MT;
-      const int64_t row = row0 + r;
-      if (mt >= p.m || row >= p.n) continue;
-      float v = acc[i];
-      if (split) {
-        p.partials[(blockIdx.y * p.m + mt) * p.n + row] = v;
-        continue;
-      }
-      if (p.bias != nullptr && blockIdx.y == 0) v += p.bias[row];
-      float* y = p.y + mt * p.ys + row;
-      if (p.atomic) {
-        atomicAdd(y, v);
-      } else {
-        *y = v;
-      }
+  for (int i = 0; i < kPerLane; ++i) {
+    const int idx = i + ((lane * V) >> 5);
+    const int r = idx / MT, mt = idx % MT;
+    const int64_t row = row0 + r;
+    if (mt >= p.m || row >= p.n) continue;
+    float v = acc[i];
+    if (p.bias != nullptr && blockIdx.y == 0) v += p.bias[row];
+    float* y = p.y + mt * p.ys + row;
+    if (p.atomic) {
+      atomicAdd(y, v);
+    } else {
+      *y = v;
     }
   }
-  if (!split) return;
-  // The last split of this row block sums the partials in split order (deterministic, no memset of y first).
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(&p.counters[blockIdx.x], 1u) == gridDim.y - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  constexpr int kRows = kWarps * R;
-  for (int i = threadIdx.x; i < kRows * MT; i += blockDim.x) {
-    const int mt = i / kRows;
-    const int64_t row = static_cast<int64_t>(blockIdx.x) * kRows + i % kRows;
-    if (mt >= p.m || row >= p.n) continue;
-    float v = p.bias != nullptr ? p.bias[row] : 0.0f;
-    for (unsigned sp = 0; sp < gridDim.y; ++sp) v += __ldcg(p.partials + (sp * p.m + mt) * p.n + row);
-    p.y[mt * p.ys + row] = v;
-  }
-  if (threadIdx.x == 0) p.counters[blockIdx.x] = 0;
 }
 
 template <int MT>
@@ -211,16 +177,10 @@ Status launch_gemv(CudaContext& ctx, GemvFp8Params p) {
     return Status::Unsupported(str_cat("gemv_fp8: n ", p.n, " k ", p.k, " exceeds the grid"));
   }
   p.k_chunk = best_chunk;
-  if (splits > 1 && !p.atomic) {
-    if (static_cast<size_t>(splits * p.m * p.n) <= CudaContext::kSplitkPartialFloats &&
-        static_cast<size_t>(row_blocks) <= CudaContext::kSplitkCounters) {
-      p.partials = ctx.splitk_partials();
-      p.counters = ctx.splitk_counters();
-    } else {
-      DSI_CUDA_RETURN_IF_ERROR(
-          cudaMemset2DAsync(p.y, p.ys * sizeof(float), 0, p.n * sizeof(float), p.m, ctx.stream()));
-      p.atomic = true;
-    }
+  const bool accumulate = p.atomic;
+  p.atomic = accumulate || splits > 1;
+  if (splits > 1 && !accumulate) {
+    DSI_CUDA_RETURN_IF_ERROR(cudaMemset2DAsync(p.y, p.ys * sizeof(float), 0, p.n * sizeof(float), p.m, ctx.stream()));
   }
   const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(splits));
   const size_t smem = static_cast<size_t>(MT * best_chunk) * sizeof(float);
@@ -317,8 +277,7 @@ Status make_params(const GemvFp8Args& a, const char* fn, GemvFp8Params* p, bool*
   *p = GemvFp8Params{.x = a.x, .w = a.w, .scale = a.w_scale, .bias = a.bias, .y = a.y, .m = a.m, .n = a.n,
                      .k = a.k, .xs = a.x_stride ? a.x_stride : (a.silu_mul ? 2 * a.k : a.k),
                      .ys = a.y_stride ? a.y_stride : a.n, .kb = (a.k + kBlock - 1) / kBlock, .k_chunk = 0,
-                     .atomic = a.accumulate, .swiglu = a.silu_mul, .up_offset = a.k, .partials = nullptr,
-                     .counters = nullptr};
+                     .atomic = a.accumulate, .swiglu = a.silu_mul, .up_offset = a.k};
   return Status::Ok();
 }
 
