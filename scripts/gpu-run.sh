@@ -112,9 +112,10 @@ if has profile; then
     ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
     if [[ -n $ncu ]]; then
       # Per-kernel device times of 4 decode steps at batch 1 and of one prefill (Nsight Compute replays each
-      # kernel; the bench brackets the region with cudaProfilerStart/Stop).
+      # kernel; the bench brackets the region with cudaProfilerStart/Stop); clocks and caches left as in a real step.
       for range in decode prefill; do
-        "$ncu" --profile-from-start off --metrics gpu__time_duration.sum --csv "$dsinfer" bench --device cuda \
+        "$ncu" --clock-control none --cache-control none --profile-from-start off --metrics gpu__time_duration.sum \
+          --csv "$dsinfer" bench --device cuda \
           --shape "$shapes/$shape.json" --layers 4 --batch 1 --context 512 --decode-steps 4 --prefill 512 \
           --prefill-batch 1 --cuda-profiler-range $range > /tmp/ncu-$range.csv 2> /tmp/ncu-$range.log
         steps=4; [[ $range == prefill ]] && steps=1
