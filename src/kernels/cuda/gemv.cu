@@ -274,17 +274,8 @@ __global__ void gemv_f32_kernel(const float* x, const float* w, const float* bia
   const int64_t item = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   if (item >= n * m) return;
   const int64_t row = item % n, t = item / n;
-  const float4* w4 = reinterpret_cast<const float4*>(w + row * k);
-  const float4* x4 = reinterpret_cast<const float4*>(x + t * xs);
-  float s = 0.0f;
-  for (int64_t i = lane; i < k / 4; i += 32) {
-    const float4 a = w4[i], b = x4[i];
-    s = fmaf(a.x, b.x, s);
-    s = fmaf(a.y, b.y, s);
-    s = fmaf(a.z, b.z, s);
-    s = fmaf(a.w, b.w, s);
-  }
-  s = warp_sum(s);
+  float s = warp_dot_f32(reinterpret_cast<const float4*>(w + row * k), reinterpret_cast<const float4*>(x + t * xs),
+                         k / 4, lane);
   if (lane == 0) {
     if (bias != nullptr) s += bias[row];
     float* out = y + t * ys + row;

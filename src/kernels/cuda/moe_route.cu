@@ -135,17 +135,8 @@ __global__ void __launch_bounds__(kRouterThreads) moe_router_route_kernel(const 
   const int64_t item = static_cast<int64_t>(blockIdx.x) * (kRouterThreads / 32) + warp;
   if (item < a.num_tokens * E) {
     const int64_t e = item % E, t = item / E;
-    const float4* w4 = reinterpret_cast<const float4*>(w + e * hidden);
-    const float4* x4 = reinterpret_cast<const float4*>(x + t * hidden);
-    float s = 0.0f;
-    for (int64_t i = lane; i < hidden / 4; i += 32) {
-      const float4 p = w4[i], q = x4[i];
-      s = fmaf(p.x, q.x, s);
-      s = fmaf(p.y, q.y, s);
-      s = fmaf(p.z, q.z, s);
-      s = fmaf(p.w, q.w, s);
-    }
-    s = warp_sum(s);
+    const float s = warp_dot_f32(reinterpret_cast<const float4*>(w + e * hidden),
+                                 reinterpret_cast<const float4*>(x + t * hidden), hidden / 4, lane);
     if (lane == 0) const_cast<float*>(a.logits)[t * E + e] = s;
   }
   __threadfence();

@@ -1,6 +1,8 @@
 // Warp-level reductions shared by the CUDA kernels.
 #pragma once
 
+#include <cstdint>
+
 namespace dsi::cuda {
 
 // Reduce-scatter of V per-lane partial sums across a warp: afterwards lane l holds, in acc[0 .. max(1, V/32)),
@@ -36,6 +38,19 @@ __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
+}
+
+// Dot product of two f32 rows of n4 float4 (16-byte aligned), lanes striding over the row, summed across the warp.
+__device__ __forceinline__ float warp_dot_f32(const float4* a, const float4* b, int64_t n4, int lane) {
+  float s = 0.0f;
+  for (int64_t i = lane; i < n4; i += 32) {
+    const float4 p = a[i], q = b[i];
+    s = fmaf(p.x, q.x, s);
+    s = fmaf(p.y, q.y, s);
+    s = fmaf(p.z, q.z, s);
+    s = fmaf(p.w, q.w, s);
+  }
+  return warp_sum(s);
 }
 
 __device__ __forceinline__ float warp_max(float v) {

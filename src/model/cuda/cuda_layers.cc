@@ -142,6 +142,10 @@ Status DLinear::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t 
     arena.rewind_to(mark);  // stream order keeps the buffers alive for the kernels just queued
     return Status::Ok();
   }
+  return cu::matmul(ctx, matmul_args(x, m, y, x_stride, y_stride));
+}
+
+MatmulArgs DLinear::matmul_args(const float* x, int64_t m, float* y, int64_t x_stride, int64_t y_stride) const {
   MatmulArgs a;
   a.x = x;
   a.w = w;
@@ -153,7 +157,7 @@ Status DLinear::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t 
   a.k = k;
   a.x_stride = x_stride;
   a.y_stride = y_stride;
-  return cu::matmul(ctx, a);
+  return a;
 }
 
 bool DLinear::fuses_silu_mul(int64_t m) const {
@@ -168,17 +172,7 @@ Status DLinear::forward_silu_mul(CudaContext& ctx, const float* gate_up, int64_t
     return cu::gemv_fp8(ctx, {.x = gate_up, .w = static_cast<const uint8_t*>(w), .w_scale = scale, .bias = bias,
                               .y = y, .m = m, .n = n, .k = k, .x_stride = 2 * k, .silu_mul = true});
   }
-  MatmulArgs a;
-  a.x = gate_up;
-  a.w = w;
-  a.w_dtype = dtype;
-  a.bias = bias;
-  a.y = y;
-  a.m = m;
-  a.n = n;
-  a.k = k;
-  a.x_stride = 2 * k;
-  return cu::gemv_bf16_silu_mul(ctx, a);
+  return cu::gemv_bf16_silu_mul(ctx, matmul_args(gate_up, m, y, 2 * k, 0));
 }
 
 Status DMlp::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out) const {

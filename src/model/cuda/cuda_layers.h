@@ -65,6 +65,8 @@ struct DLinear {
   // y = (silu(gate) * up) W^T from gate_up = [m, 2k] (gate | up) in one GEMV, where fuses_silu_mul(m).
   bool fuses_silu_mul(int64_t m) const;
   Status forward_silu_mul(CudaContext& ctx, const float* gate_up, int64_t m, float* y) const;
+  // The MatmulArgs of this layer for x [m, k] -> y [m, n] (bf16 / f32 weights).
+  MatmulArgs matmul_args(const float* x, int64_t m, float* y, int64_t x_stride, int64_t y_stride) const;
 };
 
 struct DMlp {
