@@ -40,6 +40,24 @@ struct Copy3dArgs {
 };
 Status copy_3d(CudaContext& ctx, const Copy3dArgs& args);
 
+// MLA prefill (the naive form): the bf16 K and V of the flash prefill kernel from the latents expanded through
+// kv_b_proj, in one pass: for i < len, h < heads
+//   k[i, h, :] = bf16([kv[i, h (nope + v_dim) + 0 .. nope) | lat[i * lat_stride + r + 0 .. rope_dim)])
+//   v[i, h, :] = bf16(kv[i, h (nope + v_dim) + nope .. + v_dim))
+// (k: [len, heads, nope + rope_dim], v: [len, heads, v_dim], kv rows heads (nope + v_dim) wide; round to nearest
+// even). nope, rope_dim, v_dim, r and lat_stride multiples of 8 and the pointers 16-byte aligned
+// (mla_kv_expand_supported); otherwise InvalidArgument.
+struct MlaKvExpandArgs {
+  const float* kv = nullptr;
+  const float* lat = nullptr;
+  int64_t lat_stride = 0, r = 0;
+  uint16_t* k = nullptr;
+  uint16_t* v = nullptr;
+  int64_t len = 0, heads = 0, nope = 0, rope_dim = 0, v_dim = 0;
+};
+bool mla_kv_expand_supported(const MlaKvExpandArgs& args);
+Status mla_kv_expand_bf16(CudaContext& ctx, const MlaKvExpandArgs& args);
+
 // Per-head matmul: y[t, h, n] = sum_k x[t, h, k] w_h[n, k], w_h = w + h * w_head_stride with row stride
 // w_row_stride (bf16 or f32). Strides in elements.
 struct HeadMatmulArgs {

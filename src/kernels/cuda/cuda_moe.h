@@ -20,7 +20,8 @@ namespace dsi::cuda {
 //
 // Limits: top_k <= 64; hidden * 4 bytes must fit in a block's shared memory (hidden <= 58K on the H100/H200);
 // x, h, w13 and w2 16-byte aligned. h of a skipped pair is left unwritten (and never read). Two kernels on the
-// context's stream, no allocation, no synchronization.
+// context's stream, no allocation, no synchronization; both wait for the kernel before them (PDL) before they read
+// ids, x or h.
 struct MoeExpertsArgs {
   const float* x = nullptr;        // [num_tokens, hidden]
   const int32_t* ids = nullptr;    // [num_tokens, top_k]
@@ -35,6 +36,21 @@ struct MoeExpertsArgs {
   // i / 128 over all 2 * inter rows) and of W2.
   const float* w13_scale = nullptr;  // [num_experts, ceil(2 * inter / 128), ceil(hidden / 128)]
   const float* w2_scale = nullptr;   // [num_experts, ceil(hidden / 128), ceil(inter / 128)]
+  // Shared experts in the same two kernels (optional, n_shared > 0): the shared MLP of S = n_shared * inter rows
+  // runs as n_shared extra pairs j = top_k + s of every token, each a slice of `inter` rows with weight 1: gate
+  // rows s * inter + [0, inter) and up rows S + s * inter + [0, inter) of shared_w13 [2 S, hidden], and columns
+  // s * inter + [0, inter) of shared_w2 [hidden, S] (the same sum as one MLP of S rows; silu(g) * u is per row).
+  // Same dtype as the routed weights; FP8 scales [ceil(2 S / 128), ceil(hidden / 128)] and
+  // [ceil(hidden / 128), ceil(S / 128)]. With shared experts out is written (out = shared + routed) rather than
+  // added into, and h needs num_tokens * (top_k + n_shared) rows; top_k + n_shared <= 64.
+  const void* shared_w13 = nullptr;
+  const void* shared_w2 = nullptr;
+  const float* shared_w13_scale = nullptr;
+  const float* shared_w2_scale = nullptr;
+  int64_t n_shared = 0;
+  // Warps that share one output row in the down kernel when each warp has one row (few tokens): 1, 2 or 4; 0
+  // picks (environment DSI_MOE_DOWN_SPLIT overrides the pick).
+  int down_split = 0;
 };
 Status moe_experts_gemv(CudaContext& ctx, const MoeExpertsArgs& args);
 

@@ -63,6 +63,36 @@ __global__ void copy_3d_kernel(Copy3dArgs a) {
   }
 }
 
+// One thread per 8 consecutive outputs of a (token, head) row [k (nope + rope_dim) | v (v_dim)].
+__global__ void mla_kv_expand_kernel(MlaKvExpandArgs a) {
+  pdl_enter();
+  const int64_t qk = a.nope + a.rope_dim, row = qk + a.v_dim, chunks = row / 8;
+  const int64_t kvw = a.heads * (a.nope + a.v_dim);
+  const int64_t total = a.len * a.heads * chunks;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t c = (i % chunks) * 8, th = i / chunks, h = th % a.heads, t = th / a.heads;
+    const float* src;
+    uint16_t* dst;
+    if (c < a.nope) {
+      src = a.kv + t * kvw + h * (a.nope + a.v_dim) + c;
+      dst = a.k + th * qk + c;
+    } else if (c < qk) {
+      src = a.lat + t * a.lat_stride + a.r + (c - a.nope);
+      dst = a.k + th * qk + c;
+    } else {
+      src = a.kv + t * kvw + h * (a.nope + a.v_dim) + a.nope + (c - qk);
+      dst = a.v + th * a.v_dim + (c - qk);
+    }
+    const float4 x0 = __ldg(reinterpret_cast<const float4*>(src));
+    const float4 x1 = __ldg(reinterpret_cast<const float4*>(src) + 1);
+    const auto pack = [](float lo, float hi) {
+      return static_cast<uint32_t>(to_bf16(lo)) | (static_cast<uint32_t>(to_bf16(hi)) << 16);
+    };
+    *reinterpret_cast<uint4*>(dst) = make_uint4(pack(x0.x, x0.y), pack(x0.z, x0.w), pack(x1.x, x1.y),
+                                                pack(x1.z, x1.w));
+  }
+}
+
 // One warp per output (t, h, n); lanes across k.
 template <typename W>
 __global__ void head_matmul_kernel(HeadMatmulArgs a) {
@@ -189,6 +219,27 @@ Status copy_3d(CudaContext& ctx, const Copy3dArgs& a) {
   if (a.n0 <= 0 || a.n1 <= 0 || a.width <= 0) return Status::Ok();
   { const auto kernel_fn = copy_3d_kernel;
     DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid_for(ctx, a.n0 * a.n1 * a.width)), dim3(256), 0, a); }
+  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  return Status::Ok();
+}
+
+bool mla_kv_expand_supported(const MlaKvExpandArgs& a) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return a.nope % 8 == 0 && a.rope_dim % 8 == 0 && a.v_dim % 8 == 0 && a.r % 8 == 0 && a.lat_stride % 8 == 0 &&
+         a.nope >= 0 && a.rope_dim >= 0 && a.v_dim >= 0 && a.r >= 0 && a.heads >= 0 && a.len >= 0 &&
+         aligned(a.kv) && aligned(a.lat) && aligned(a.k) && aligned(a.v);
+}
+
+Status mla_kv_expand_bf16(CudaContext& ctx, const MlaKvExpandArgs& a) {
+  if (!mla_kv_expand_supported(a)) {
+    return Status::InvalidArgument(str_cat("mla_kv_expand_bf16: nope ", a.nope, " rope_dim ", a.rope_dim, " v_dim ",
+                                           a.v_dim, " r ", a.r, " lat_stride ", a.lat_stride,
+                                           " (multiples of 8, 16-byte aligned pointers)"));
+  }
+  const int64_t total = a.len * a.heads * ((a.nope + a.rope_dim + a.v_dim) / 8);
+  if (total == 0) return Status::Ok();
+  { const auto kernel_fn = mla_kv_expand_kernel;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid_for(ctx, total)), dim3(256), 0, a); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
 }

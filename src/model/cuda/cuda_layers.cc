@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <string_view>
 #include <string>
 
 #include "kernels/cuda/cuda_attention.h"
@@ -402,24 +403,15 @@ Status DMla::attend_naive(CudaContext& ctx, Arena& arena, const float* q, const 
     const int64_t n = b.chunk_tokens[c], kv_len = b.chunk_start[c] + n;
     DSI_ASSIGN_OR_RETURN(float* lat, arena.floats(kv_len * w));
     DSI_ASSIGN_OR_RETURN(float* kv, arena.floats(kv_len * kvw));
-    DSI_ASSIGN_OR_RETURN(float* k, arena.floats(kv_len * heads * qk));
     DSI_RETURN_IF_ERROR(cu::gather_paged_rows(ctx, pool, w, b.block_tables + c * b.max_blocks, b.block_size, kv_len,
                                               w, lat));
     DSI_RETURN_IF_ERROR(kv_b.forward(ctx, arena, lat, kv_len, kv, w));
-    DSI_RETURN_IF_ERROR(cu::copy_3d(ctx, {.src = kv, .dst = k, .n0 = kv_len, .n1 = heads, .width = nope, .s0 = kvw,
-                                          .s1 = nope + v, .d0 = heads * qk, .d1 = qk}));
-    DSI_RETURN_IF_ERROR(cu::copy_3d(ctx, {.src = lat + r, .dst = k + nope, .n0 = kv_len, .n1 = heads,
-                                          .width = rope_dim, .s0 = w, .s1 = 0, .d0 = heads * qk, .d1 = qk}));
     cu::PagedAttentionArgs a;
     a.q = q + row * heads * qk;
     a.q_token_stride = heads * qk;
     a.q_head_stride = qk;
-    a.k_f32 = k;
-    a.v_f32 = kv + nope;
     a.k_token_stride = heads * qk;
     a.k_head_stride = qk;
-    a.v_token_stride = kvw;
-    a.v_head_stride = nope + v;
     a.token_seq = b.token_seq + row;
     a.token_pos = b.token_pos + row;
     a.out = attn + row * heads * v;
@@ -432,21 +424,34 @@ Status DMla::attend_naive(CudaContext& ctx, Arena& arena, const float* q, const 
     a.max_kv_len = kv_len;
     a.scale = scale;
     a.single_sequence = true;
-    cu::PagedAttentionArgs bf = a;  // the same with bf16 copies of K and V, if the flash prefill kernel takes it
-    bf.k_f32 = bf.v_f32 = nullptr;
-    bf.k_bf16 = bf.v_bf16 = reinterpret_cast<const uint16_t*>(k);  // placeholders for the check
-    if (n >= 16 && cu::picks_flash_prefill(bf)) {
-      // The tensor-core kernel streams bf16 K/V with cp.async (f32 it converts while loading, slower).
-      DSI_ASSIGN_OR_RETURN(uint8_t* kb_bytes, arena.bytes(kv_len * heads * qk * 2));
-      DSI_ASSIGN_OR_RETURN(uint8_t* vb_bytes, arena.bytes(kv_len * kvw * 2));
-      auto* kb = reinterpret_cast<uint16_t*>(kb_bytes);
-      auto* vb = reinterpret_cast<uint16_t*>(vb_bytes);
-      DSI_RETURN_IF_ERROR(cu::f32_to_bf16(ctx, k, kb, kv_len, heads * qk, heads * qk));
-      DSI_RETURN_IF_ERROR(cu::f32_to_bf16(ctx, kv, vb, kv_len, kvw, kvw));
-      bf.k_bf16 = kb;
-      bf.v_bf16 = vb + nope;
+    // The tensor-core kernel streams bf16 K/V with cp.async: K = [k_nope | k_pe] and V per head, converted from
+    // the expansion in one pass (f32 K/V it would convert while loading, slower).
+    cu::PagedAttentionArgs bf = a;
+    bf.v_token_stride = heads * v;
+    bf.v_head_stride = v;
+    bf.k_bf16 = bf.v_bf16 = reinterpret_cast<const uint16_t*>(kv);  // placeholders (aligned) for the checks
+    cu::MlaKvExpandArgs ex{.kv = kv, .lat = lat, .lat_stride = w, .r = r, .k = nullptr, .v = nullptr, .len = kv_len,
+                           .heads = heads, .nope = nope, .rope_dim = rope_dim, .v_dim = v};
+    ex.k = ex.v = reinterpret_cast<uint16_t*>(kv);
+    if (n >= 16 && cu::picks_flash_prefill(bf) && cu::mla_kv_expand_supported(ex)) {
+      DSI_ASSIGN_OR_RETURN(uint8_t* kb, arena.bytes(kv_len * heads * qk * 2));
+      DSI_ASSIGN_OR_RETURN(uint8_t* vb, arena.bytes(kv_len * heads * v * 2));
+      ex.k = reinterpret_cast<uint16_t*>(kb);
+      ex.v = reinterpret_cast<uint16_t*>(vb);
+      DSI_RETURN_IF_ERROR(cu::mla_kv_expand_bf16(ctx, ex));
+      bf.k_bf16 = ex.k;
+      bf.v_bf16 = ex.v;
       DSI_RETURN_IF_ERROR(cu::paged_attention(ctx, bf));
     } else {
+      DSI_ASSIGN_OR_RETURN(float* k, arena.floats(kv_len * heads * qk));
+      DSI_RETURN_IF_ERROR(cu::copy_3d(ctx, {.src = kv, .dst = k, .n0 = kv_len, .n1 = heads, .width = nope, .s0 = kvw,
+                                            .s1 = nope + v, .d0 = heads * qk, .d1 = qk}));
+      DSI_RETURN_IF_ERROR(cu::copy_3d(ctx, {.src = lat + r, .dst = k + nope, .n0 = kv_len, .n1 = heads,
+                                            .width = rope_dim, .s0 = w, .s1 = 0, .d0 = heads * qk, .d1 = qk}));
+      a.k_f32 = k;
+      a.v_f32 = kv + nope;
+      a.v_token_stride = kvw;
+      a.v_head_stride = nope + v;
       DSI_RETURN_IF_ERROR(cu::paged_attention(ctx, a));
     }
     row += n;
@@ -479,6 +484,23 @@ DMoe::Path DMoe::path(int64_t m) const {
   return Path::kHost;
 }
 
+int64_t DMoe::shared_slices() const {
+  static const bool enabled = [] {
+    const char* v = std::getenv("DSI_CUDA_FOLD_SHARED");
+    return v == nullptr || std::string_view(v) != "0";
+  }();
+  if (!enabled || !has_shared || inter <= 0 || shared.inter % inter != 0) return 0;
+  const DLinear& gu = shared.gate_up;
+  const DLinear& dn = shared.down;
+  if (gu.dtype != dtype || dn.dtype != dtype || gu.bias != nullptr || dn.bias != nullptr) return 0;
+  if (gu.n != 2 * shared.inter || gu.k != hidden || dn.n != hidden || dn.k != shared.inter) return 0;
+  if (dtype == DType::kF8E4M3 && (gu.scale == nullptr || dn.scale == nullptr)) return 0;
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (!aligned(gu.w) || !aligned(dn.w)) return 0;
+  const int64_t slices = shared.inter / inter;
+  return route.top_k + slices <= 64 ? slices : 0;
+}
+
 Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out) const {
   const int64_t top_k = route.top_k, pairs = m * top_k;
   DSI_ASSIGN_OR_RETURN(float* logits, arena.floats(m * experts));
@@ -500,6 +522,35 @@ Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, 
     DSI_RETURN_IF_ERROR(cu::moe_route(ctx, r));
   }
   profile_mark(ctx, "moe_route");
+  const Path how = path(m);
+  const int64_t n_shared = how == Path::kGemv ? shared_slices() : 0;
+  if (how == Path::kGemv) {
+    // Decode-sized batches: expert ids never leave the device; the shared experts, where their weights allow,
+    // run as extra pairs of the same two kernels (which then write out rather than add into it).
+    if (n_shared == 0) {
+      if (has_shared) {
+        DSI_RETURN_IF_ERROR(shared.forward(ctx, arena, x, m, out));
+      } else {
+        DSI_CUDA_RETURN_IF_ERROR(
+            cudaMemsetAsync(out, 0, static_cast<size_t>(m * hidden) * sizeof(float), ctx.stream()));
+      }
+      profile_mark(ctx, "moe_shared");
+    }
+    DSI_ASSIGN_OR_RETURN(float* h, arena.floats(m * (top_k + n_shared) * inter));
+    cu::MoeExpertsArgs a{.x = x, .ids = ids, .weights = weights, .w13 = w13, .w2 = w2, .h = h, .out = out,
+                         .num_tokens = m, .top_k = top_k, .num_experts = experts, .hidden = hidden, .inter = inter,
+                         .w_dtype = dtype, .w13_scale = w13_scale, .w2_scale = w2_scale};
+    if (n_shared > 0) {
+      a.shared_w13 = shared.gate_up.w;
+      a.shared_w2 = shared.down.w;
+      a.shared_w13_scale = shared.gate_up.scale;
+      a.shared_w2_scale = shared.down.scale;
+      a.n_shared = n_shared;
+    }
+    DSI_RETURN_IF_ERROR(cu::moe_experts_gemv(ctx, a));
+    profile_mark(ctx, "moe_experts_gemv");
+    return Status::Ok();
+  }
   if (has_shared) {
     DSI_RETURN_IF_ERROR(shared.forward(ctx, arena, x, m, out));
   } else {
@@ -507,18 +558,6 @@ Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, 
   }
   profile_mark(ctx, "moe_shared");
 
-  const Path how = path(m);
-  if (how == Path::kGemv) {
-    // Decode-sized batches: expert ids never leave the device.
-    DSI_ASSIGN_OR_RETURN(float* h, arena.floats(pairs * inter));
-    DSI_RETURN_IF_ERROR(cu::moe_experts_gemv(ctx, {.x = x, .ids = ids, .weights = weights,
-                                                   .w13 = w13, .w2 = w2, .h = h, .out = out,
-                                                   .num_tokens = m, .top_k = top_k, .num_experts = experts,
-                                                   .hidden = hidden, .inter = inter, .w_dtype = dtype,
-                                                   .w13_scale = w13_scale, .w2_scale = w2_scale}));
-    profile_mark(ctx, "moe_experts_gemv");
-    return Status::Ok();
-  }
   if (how == Path::kGrouped) {
     // Larger batches: pairs sorted by expert on the device, one tensor-core GEMM over all active experts (FP8
     // weights dequantized to bf16 tile by tile).

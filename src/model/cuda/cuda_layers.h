@@ -149,6 +149,9 @@ struct DMoe {
   Path path(int64_t m) const;
   DLinear expert_gate_up(int64_t e) const;
   DLinear expert_down(int64_t e) const;
+  // The shared MLP as slices of `inter` rows that the decode kernels run beside the routed experts (0: it runs
+  // on its own). Off with DSI_CUDA_FOLD_SHARED=0.
+  int64_t shared_slices() const;
 };
 
 struct DLayer {

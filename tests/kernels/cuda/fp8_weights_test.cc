@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <type_traits>
 
 #include "cuda_test_util.h"
 #include "kernels/cuda/cuda_check.h"
@@ -242,6 +243,8 @@ void time_gemv_fp8(CudaContext& ctx, int64_t n, int64_t k) {
 struct MoeFp8Case {
   int64_t tokens, top_k, experts, hidden, inter;
   bool skips = true;  // route some pairs to -1 and to num_experts
+  int64_t n_shared = 0;  // shared experts folded in (an MLP of n_shared * inter rows); out starts as NaN
+  int down_split = 0;    // warps per output row of the down kernel (0: its pick)
 };
 
 struct MoeFp8Inputs {
@@ -249,6 +252,8 @@ struct MoeFp8Inputs {
   std::vector<int32_t> ids;
   std::vector<uint8_t> w13, w2;  // NaN codes for experts that no pair chose
   std::vector<float> s13, s2;    // NaN scales for those experts
+  std::vector<uint8_t> sw13, sw2;  // shared MLP [2 S, hidden], [hidden, S]
+  std::vector<float> ss13, ss2;
 };
 
 // Distinct experts per token; token 1 reuses token 0's first expert; with skips, the last pair is -1 and
@@ -282,7 +287,7 @@ MoeFp8Inputs make_moe_inputs(const MoeFp8Case& c) {
   in.ids = make_moe_ids(c);
   in.x = random_f32(c.tokens * c.hidden);
   in.weights = random_f32(c.tokens * c.top_k, 0.0f, 1.0f);
-  in.out0 = random_f32(c.tokens * c.hidden);
+  in.out0 = c.n_shared > 0 ? std::vector<float>(c.tokens * c.hidden, NAN) : random_f32(c.tokens * c.hidden);
   const int64_t e13 = 2 * c.inter * c.hidden, e2 = c.hidden * c.inter;
   const int64_t es13 = blocks(2 * c.inter) * blocks(c.hidden), es2 = blocks(c.hidden) * blocks(c.inter);
   in.w13.assign(c.experts * e13, kFp8NaN);
@@ -305,6 +310,11 @@ MoeFp8Inputs make_moe_inputs(const MoeFp8Case& c) {
     std::copy(s13.begin(), s13.end(), in.s13.begin() + e * es13);
     std::copy(s2.begin(), s2.end(), in.s2.begin() + e * es2);
   }
+  const int64_t S = c.n_shared * c.inter;
+  in.sw13 = random_codes(2 * S * c.hidden);
+  in.sw2 = random_codes(c.hidden * S);
+  in.ss13 = random_scales(blocks(2 * S) * blocks(c.hidden), b13);
+  in.ss2 = random_scales(blocks(c.hidden) * blocks(S), 1.0f / (30.0f * std::sqrt(static_cast<float>(S + 1))));
   return in;
 }
 
@@ -312,9 +322,27 @@ MoeFp8Inputs make_moe_inputs(const MoeFp8Case& c) {
 std::vector<float> moe_reference(const MoeFp8Case& c, const MoeFp8Inputs& in) {
   std::vector<double> out(in.out0.begin(), in.out0.end());
   std::vector<double> h(c.inter);
-  const int64_t H = c.hidden, I = c.inter;
+  const int64_t H = c.hidden, I = c.inter, S = c.n_shared * c.inter;
   for (int64_t t = 0; t < c.tokens; ++t) {
     const float* x = in.x.data() + t * H;
+    if (S > 0) {  // the shared MLP replaces out0
+      const Fp8Matrix w13{in.sw13.data(), in.ss13.data(), 2 * S, H};
+      const Fp8Matrix w2{in.sw2.data(), in.ss2.data(), H, S};
+      std::vector<double> hs(S);
+      for (int64_t i = 0; i < S; ++i) {
+        double g = 0.0, u = 0.0;
+        for (int64_t k = 0; k < H; ++k) {
+          g += w13.at(i, k) * x[k];
+          u += w13.at(S + i, k) * x[k];
+        }
+        hs[i] = g / (1.0 + std::exp(-g)) * u;
+      }
+      for (int64_t n = 0; n < H; ++n) {
+        double d = 0.0;
+        for (int64_t i = 0; i < S; ++i) d += w2.at(n, i) * hs[i];
+        out[t * H + n] = d;
+      }
+    }
     for (int64_t j = 0; j < c.top_k; ++j) {
       const int32_t e = in.ids[t * c.top_k + j];
       if (e < 0 || e >= c.experts) continue;
@@ -341,7 +369,9 @@ std::vector<float> moe_reference(const MoeFp8Case& c, const MoeFp8Inputs& in) {
 
 void test_moe_experts_fp8(CudaContext& ctx, const MoeFp8Case& c) {
   const std::string name = str_cat("moe_experts_gemv fp8 tokens=", c.tokens, " top_k=", c.top_k, " experts=",
-                                   c.experts, " hidden=", c.hidden, " inter=", c.inter, c.skips ? " +skips" : "");
+                                   c.experts, " hidden=", c.hidden, " inter=", c.inter, c.skips ? " +skips" : "",
+                                   c.n_shared > 0 ? str_cat(" +", c.n_shared, " shared") : std::string(),
+                                   c.down_split > 0 ? str_cat(" split=", c.down_split) : std::string());
   constexpr double kTol = 1e-3;
   const MoeFp8Inputs in = make_moe_inputs(c);
   const auto want = moe_reference(c, in);
@@ -351,11 +381,22 @@ void test_moe_experts_fp8(CudaContext& ctx, const MoeFp8Case& c) {
   auto dids = upload(ctx, in.ids);
   auto dw13 = upload(ctx, in.w13), dw2 = upload(ctx, in.w2);
   auto ds13 = upload(ctx, in.s13), ds2 = upload(ctx, in.s2);
-  auto dh = upload(ctx, std::vector<float>(c.tokens * c.top_k * c.inter, NAN));
-  const cuda::MoeExpertsArgs a{.x = dx.get(), .ids = dids.get(), .weights = dw.get(), .w13 = dw13.get(),
-                               .w2 = dw2.get(), .h = dh.get(), .out = dout.get(), .num_tokens = c.tokens,
-                               .top_k = c.top_k, .num_experts = c.experts, .hidden = c.hidden, .inter = c.inter,
-                               .w_dtype = DType::kF8E4M3, .w13_scale = ds13.get(), .w2_scale = ds2.get()};
+  auto dh = upload(ctx, std::vector<float>(c.tokens * (c.top_k + c.n_shared) * c.inter, NAN));
+  const auto or_pad = [](const auto& v) { return v.empty() ? std::decay_t<decltype(v)>(16) : v; };
+  auto dsw13 = upload(ctx, or_pad(in.sw13)), dsw2 = upload(ctx, or_pad(in.sw2));
+  auto dss13 = upload(ctx, or_pad(in.ss13)), dss2 = upload(ctx, or_pad(in.ss2));
+  cuda::MoeExpertsArgs a{.x = dx.get(), .ids = dids.get(), .weights = dw.get(), .w13 = dw13.get(),
+                         .w2 = dw2.get(), .h = dh.get(), .out = dout.get(), .num_tokens = c.tokens,
+                         .top_k = c.top_k, .num_experts = c.experts, .hidden = c.hidden, .inter = c.inter,
+                         .w_dtype = DType::kF8E4M3, .w13_scale = ds13.get(), .w2_scale = ds2.get()};
+  a.down_split = c.down_split;
+  if (c.n_shared > 0) {
+    a.shared_w13 = dsw13.get();
+    a.shared_w2 = dsw2.get();
+    a.shared_w13_scale = dss13.get();
+    a.shared_w2_scale = dss2.get();
+    a.n_shared = c.n_shared;
+  }
   CT_TRY(name, cuda::moe_experts_gemv(ctx, a));
   const auto got = download(ctx, dout, out_n);
   report(name, rel_max_err(got, want), kTol);
@@ -439,6 +480,18 @@ void run_fp8_weights_tests(CudaContext& ctx) {
   test_moe_experts_fp8(ctx, {.tokens = 7, .top_k = 3, .experts = 5, .hidden = 24, .inter = 16});
   test_moe_experts_fp8(ctx, {.tokens = 4, .top_k = 6, .experts = 64, .hidden = 520, .inter = 264});
   test_moe_experts_fp8(ctx, {.tokens = 2, .top_k = 64, .experts = 64, .hidden = 16, .inter = 8});
+  // Shared experts folded in: V3's one (inter 2048), two slices of 1408 (the second slice's gate rows start inside
+  // a 128-row scale block), 704 (up rows share a scale block with gate rows), 8-byte code loads.
+  test_moe_experts_fp8(ctx, {.tokens = 1, .top_k = 8, .experts = 16, .hidden = 7168, .inter = 2048, .n_shared = 1});
+  test_moe_experts_fp8(ctx, {.tokens = 3, .top_k = 6, .experts = 16, .hidden = 2048, .inter = 1408, .n_shared = 2});
+  test_moe_experts_fp8(ctx, {.tokens = 2, .top_k = 6, .experts = 16, .hidden = 2048, .inter = 704, .n_shared = 3});
+  test_moe_experts_fp8(ctx, {.tokens = 7, .top_k = 3, .experts = 5, .hidden = 24, .inter = 40, .n_shared = 2});
+  for (int split : {2, 4}) {
+    test_moe_experts_fp8(ctx, {.tokens = 1, .top_k = 8, .experts = 16, .hidden = 7168, .inter = 2048, .n_shared = 1,
+                               .down_split = split});
+    test_moe_experts_fp8(ctx, {.tokens = 1, .top_k = 3, .experts = 5, .hidden = 24, .inter = 40, .n_shared = 2,
+                               .down_split = split});
+  }
 
   // Decode GEMV bandwidth on DeepSeek-V3 shapes (info only).
   time_gemv_fp8(ctx, 7168, 2048);

@@ -39,9 +39,46 @@ void test_head_matmul(CudaContext& ctx, int64_t tokens, int64_t heads, int64_t n
   report(name, rel_max_err(got, want), 1e-5);
 }
 
+// The bf16 K and V of the MLA naive prefill against core/dtype's rounding, bit for bit; the buffers' padding
+// (one 16-byte chunk past each) must stay untouched.
+void test_mla_kv_expand(CudaContext& ctx, int64_t len, int64_t heads, int64_t nope, int64_t rope, int64_t v,
+                        int64_t r) {
+  const std::string name = str_cat("mla_kv_expand_bf16 len=", len, " heads=", heads, " nope=", nope, " rope=", rope,
+                                   " v=", v);
+  const int64_t qk = nope + rope, kvw = heads * (nope + v), w = r + rope + 8;  // lat rows with spare columns
+  std::vector<float> kv = random_f32(len * kvw), lat = random_f32(len * w);
+  kv[0] = NAN;
+  const uint16_t pad = 0x1234;
+  auto dkv = upload(ctx, kv), dlat = upload(ctx, lat);
+  auto dk = upload(ctx, std::vector<uint16_t>(len * heads * qk + 8, pad));
+  auto dv = upload(ctx, std::vector<uint16_t>(len * heads * v + 8, pad));
+  CT_TRY(name, cuda::mla_kv_expand_bf16(ctx, {.kv = dkv.get(), .lat = dlat.get(), .lat_stride = w, .r = r,
+                                              .k = dk.get(), .v = dv.get(), .len = len, .heads = heads,
+                                              .nope = nope, .rope_dim = rope, .v_dim = v}));
+  const auto k = download(ctx, dk, len * heads * qk + 8), vv = download(ctx, dv, len * heads * v + 8);
+  int64_t bad = 0;
+  for (int64_t i = 0; i < len; ++i) {
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t c = 0; c < qk; ++c) {
+        const float src = c < nope ? kv[i * kvw + h * (nope + v) + c] : lat[i * w + r + (c - nope)];
+        bad += k[(i * heads + h) * qk + c] != f32_to_bf16(src);
+      }
+      for (int64_t c = 0; c < v; ++c) bad += vv[(i * heads + h) * v + c] != f32_to_bf16(kv[i * kvw + h * (nope + v) + nope + c]);
+    }
+  }
+  for (int j = 0; j < 8; ++j) bad += (k[len * heads * qk + j] != pad) + (vv[len * heads * v + j] != pad);
+  report(name + " (mismatched elements)", static_cast<double>(bad), 0.0);
+  cuda::MlaKvExpandArgs odd{.kv = dkv.get(), .lat = dlat.get(), .lat_stride = w, .r = r, .k = dk.get(),
+                            .v = dv.get(), .len = len, .heads = heads, .nope = nope + 4, .rope_dim = rope, .v_dim = v};
+  CT_CHECK(name + " (nope % 8 != 0 refused)", cuda::mla_kv_expand_bf16(ctx, odd).code() == StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 
 void run_model_ops_tests(CudaContext& ctx) {
+  test_mla_kv_expand(ctx, 512, 16, 128, 64, 128, 512);  // V2-Lite
+  test_mla_kv_expand(ctx, 37, 3, 16, 8, 24, 32);        // small and odd
+
   test_head_matmul(ctx, 1, 16, 512, 128, 0);   // V2-Lite W_UK^T (16 lanes per output)
   test_head_matmul(ctx, 3, 16, 128, 512, 0);   // W_UV (32 lanes, several chunks per lane)
   test_head_matmul(ctx, 2, 8, 32, 32, 0);      // tiny fixtures (4 lanes)

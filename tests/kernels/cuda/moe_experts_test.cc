@@ -22,12 +22,15 @@ struct MoeCase {
   int64_t tokens, top_k, experts, hidden, inter;
   bool skips = true;   // route some pairs to -1 and to num_experts
   bool graph = false;  // also replay the call from a CUDA graph, with new ids
+  int64_t n_shared = 0;  // shared experts folded in: an MLP of n_shared * inter rows; out starts as NaN
+  int down_split = 0;    // warps per output row of the down kernel (0: its pick)
 };
 
 struct MoeInputs {
   std::vector<float> x, weights, out0;
   std::vector<int32_t> ids;
   std::vector<uint16_t> w13, w2;  // NaN for experts that no pair chose
+  std::vector<uint16_t> sw13, sw2;  // shared MLP [2 S, hidden], [hidden, S]
 };
 
 // Distinct experts per token; token 1 reuses token 0's first expert; with skips, the last pair of the last token
@@ -59,7 +62,7 @@ MoeInputs make_inputs(const MoeCase& c) {
   in.ids = make_ids(c);
   in.x = random_f32(c.tokens * c.hidden);
   in.weights = random_f32(c.tokens * c.top_k, 0.0f, 1.0f);
-  in.out0 = random_f32(c.tokens * c.hidden);
+  in.out0 = c.n_shared > 0 ? std::vector<float>(c.tokens * c.hidden, NAN) : random_f32(c.tokens * c.hidden);
   // Scales that keep g, u, h and each expert's contribution near 1 (comparable to out0).
   const int64_t e13 = 2 * c.inter * c.hidden, e2 = c.hidden * c.inter;
   in.w13.assign(c.experts * e13, kBf16NaN);
@@ -76,16 +79,37 @@ MoeInputs make_inputs(const MoeCase& c) {
     for (int64_t i = 0; i < e13; ++i) in.w13[e * e13 + i] = f32_to_bf16(d13(rng()));
     for (int64_t i = 0; i < e2; ++i) in.w2[e * e2 + i] = f32_to_bf16(d2(rng()));
   }
+  const int64_t S = c.n_shared * c.inter;
+  in.sw13.resize(2 * S * c.hidden);
+  in.sw2.resize(c.hidden * S);
+  for (auto& v : in.sw13) v = f32_to_bf16(d13(rng()));
+  for (auto& v : in.sw2) v = f32_to_bf16(d2(rng()));
   return in;
 }
 
-// out0 + the formula of cuda_moe.h, in double.
+// out0 + the formula of cuda_moe.h, in double (with shared experts: their MLP of S rows in place of out0).
 std::vector<float> reference(const MoeCase& c, const MoeInputs& in, const std::vector<int32_t>& ids) {
   std::vector<double> out(in.out0.begin(), in.out0.end());
   std::vector<double> h(c.inter);
-  const int64_t H = c.hidden, I = c.inter;
+  const int64_t H = c.hidden, I = c.inter, S = c.n_shared * c.inter;
   for (int64_t t = 0; t < c.tokens; ++t) {
     const float* x = in.x.data() + t * H;
+    if (c.n_shared > 0) {
+      std::vector<double> hs(S);
+      for (int64_t i = 0; i < S; ++i) {
+        double g = 0.0, u = 0.0;
+        for (int64_t k = 0; k < H; ++k) {
+          g += double{bf16_to_f32(in.sw13[i * H + k])} * x[k];
+          u += double{bf16_to_f32(in.sw13[(S + i) * H + k])} * x[k];
+        }
+        hs[i] = g / (1.0 + std::exp(-g)) * u;
+      }
+      for (int64_t n = 0; n < H; ++n) {
+        double d = 0.0;
+        for (int64_t i = 0; i < S; ++i) d += double{bf16_to_f32(in.sw2[n * S + i])} * hs[i];
+        out[t * H + n] = d;
+      }
+    }
     for (int64_t j = 0; j < c.top_k; ++j) {
       const int32_t e = ids[t * c.top_k + j];
       if (e < 0 || e >= c.experts) continue;
@@ -134,7 +158,9 @@ struct GraphHolder {
 
 void test_moe_experts(CudaContext& ctx, const MoeCase& c) {
   const std::string name = str_cat("moe_experts_gemv tokens=", c.tokens, " top_k=", c.top_k, " experts=", c.experts,
-                                   " hidden=", c.hidden, " inter=", c.inter, c.skips ? " +skips" : "");
+                                   " hidden=", c.hidden, " inter=", c.inter, c.skips ? " +skips" : "",
+                                   c.n_shared > 0 ? str_cat(" +", c.n_shared, " shared") : std::string(),
+                                   c.down_split > 0 ? str_cat(" split=", c.down_split) : std::string());
   constexpr double kTol = 1e-3;
   const MoeInputs in = make_inputs(c);
   const auto want = reference(c, in, in.ids);
@@ -143,10 +169,18 @@ void test_moe_experts(CudaContext& ctx, const MoeCase& c) {
   auto dx = upload(ctx, in.x), dw = upload(ctx, in.weights), dout = upload(ctx, in.out0);
   auto dids = upload(ctx, in.ids);
   auto dw13 = upload(ctx, in.w13), dw2 = upload(ctx, in.w2);
-  auto dh = upload(ctx, std::vector<float>(c.tokens * c.top_k * c.inter, NAN));
-  const cuda::MoeExpertsArgs a{.x = dx.get(), .ids = dids.get(), .weights = dw.get(), .w13 = dw13.get(),
-                               .w2 = dw2.get(), .h = dh.get(), .out = dout.get(), .num_tokens = c.tokens,
-                               .top_k = c.top_k, .num_experts = c.experts, .hidden = c.hidden, .inter = c.inter};
+  auto dsw13 = upload(ctx, in.sw13.empty() ? std::vector<uint16_t>(8) : in.sw13);
+  auto dsw2 = upload(ctx, in.sw2.empty() ? std::vector<uint16_t>(8) : in.sw2);
+  auto dh = upload(ctx, std::vector<float>(c.tokens * (c.top_k + c.n_shared) * c.inter, NAN));
+  cuda::MoeExpertsArgs a{.x = dx.get(), .ids = dids.get(), .weights = dw.get(), .w13 = dw13.get(),
+                         .w2 = dw2.get(), .h = dh.get(), .out = dout.get(), .num_tokens = c.tokens,
+                         .top_k = c.top_k, .num_experts = c.experts, .hidden = c.hidden, .inter = c.inter};
+  a.down_split = c.down_split;
+  if (c.n_shared > 0) {
+    a.shared_w13 = dsw13.get();
+    a.shared_w2 = dsw2.get();
+    a.n_shared = c.n_shared;
+  }
   CT_TRY(name, cuda::moe_experts_gemv(ctx, a));
   const auto got = download(ctx, dout, out_n);
   report(name, rel_max_err(got, want), kTol);
@@ -207,6 +241,16 @@ void test_moe_experts_args(CudaContext& ctx) {
   CT_CHECK(name, code(a) == StatusCode::kUnsupported);
   CT_CHECK(name, code(ok) == StatusCode::kInvalidArgument);  // null pointers
   a = ok;
+  a.top_k = 62;
+  a.n_shared = 3;  // 65 pairs per token
+  CT_CHECK(name, code(a) == StatusCode::kUnsupported);
+  a = ok;
+  a.down_split = 3;
+  CT_CHECK(name, code(a) == StatusCode::kInvalidArgument);
+  a = ok;
+  a.n_shared = -1;
+  CT_CHECK(name, code(a) == StatusCode::kInvalidArgument);
+  a = ok;
   a.num_tokens = 0;  // nothing to do: pointers are not needed
   CT_CHECK(name, code(a) == StatusCode::kOk);
   const std::string msg = cuda::moe_experts_gemv(ctx, ok).message();
@@ -214,6 +258,14 @@ void test_moe_experts_args(CudaContext& ctx) {
   a = ok;
   a.x = dx.get() + 1;  // 4-byte aligned only
   CT_CHECK(name, cuda::moe_experts_gemv(ctx, a).message().find("x is not 16-byte aligned") != std::string::npos);
+  // Every pointer set but the shared experts'.
+  auto buf = upload(ctx, std::vector<float>(1024));
+  a = ok;
+  a.x = a.weights = a.h = a.out = buf.get();
+  a.ids = reinterpret_cast<const int32_t*>(buf.get());
+  a.w13 = a.w2 = buf.get();
+  a.n_shared = 1;
+  CT_CHECK(name, cuda::moe_experts_gemv(ctx, a).message().find("needs shared_w13 and shared_w2") != std::string::npos);
   std::printf("PASS %s\n", name.c_str());
   tally().passed++;
 }
@@ -239,6 +291,26 @@ void run_moe_experts_tests(CudaContext& ctx) {
   test_moe_experts(ctx, {.tokens = 7, .top_k = 3, .experts = 5, .hidden = 24, .inter = 16, .graph = true});
   test_moe_experts(ctx, {.tokens = 4, .top_k = 6, .experts = 64, .hidden = 520, .inter = 264});
   test_moe_experts(ctx, {.tokens = 2, .top_k = 64, .experts = 64, .hidden = 16, .inter = 8});
+  // Shared experts folded in: V2-Lite's two (an MLP of 2816 rows as two slices), also from a graph; V3's one; a
+  // token's h past 96 KB (read from global memory); the largest top_k + n_shared.
+  test_moe_experts(ctx, {.tokens = 1, .top_k = 6, .experts = 64, .hidden = 2048, .inter = 1408, .graph = true,
+                         .n_shared = 2});
+  test_moe_experts(ctx, {.tokens = 3, .top_k = 6, .experts = 64, .hidden = 2048, .inter = 1408, .n_shared = 2});
+  test_moe_experts(ctx, {.tokens = 2, .top_k = 8, .experts = 16, .hidden = 512, .inter = 2048, .n_shared = 1});
+  test_moe_experts(ctx, {.tokens = 2, .top_k = 14, .experts = 32, .hidden = 256, .inter = 1600, .n_shared = 2});
+  test_moe_experts(ctx, {.tokens = 5, .top_k = 2, .experts = 4, .hidden = 64, .inter = 40, .n_shared = 3});
+  test_moe_experts(ctx, {.tokens = 2, .top_k = 60, .experts = 64, .hidden = 16, .inter = 8, .n_shared = 4});
+  // Two and four warps per output row in the down kernel (one token; hidden not a multiple of the block's rows;
+  // h in global memory).
+  for (int split : {1, 2, 4}) {
+    test_moe_experts(ctx, {.tokens = 1, .top_k = 6, .experts = 64, .hidden = 2048, .inter = 1408, .graph = true,
+                           .n_shared = 2, .down_split = split});
+    test_moe_experts(ctx, {.tokens = 1, .top_k = 6, .experts = 64, .hidden = 2048, .inter = 1408,
+                           .down_split = split});
+    test_moe_experts(ctx, {.tokens = 2, .top_k = 3, .experts = 5, .hidden = 24, .inter = 16, .down_split = split});
+    test_moe_experts(ctx, {.tokens = 1, .top_k = 14, .experts = 32, .hidden = 256, .inter = 1600, .n_shared = 2,
+                           .down_split = split});
+  }
 }
 
 }  // namespace dsi::cuda_test
