@@ -240,6 +240,14 @@ int cmd_bench(int argc, char** argv) {
                  static_cast<long long>(prefill_tokens), best);
   }
   const double flops_per_token = 2.0 * active_params(config);
+  // The fastest a prefill of `tokens` can go on this GPU: its FLOPs at the measured GEMM rate, or reading every
+  // weight it touches once at the copy bandwidth, whichever takes longer (short MoE prefills are bandwidth-bound:
+  // 512 tokens of V2-Lite touch nearly all 64 experts of each layer).
+  const auto prefill_roofline = [&](int64_t tokens) {
+    const double compute_s = static_cast<double>(tokens) * flops_per_token / (gemm_tflops * 1e12);
+    const double read_s = decode_bytes_per_step(config, tokens, 0, 2.0, 1.0) / (copy_gbps * 1e9);
+    return static_cast<double>(tokens) / std::max(compute_s, read_s);
+  };
 
   nlohmann::ordered_json results = nlohmann::ordered_json::array();
   const std::string date = utc_now();
@@ -271,6 +279,9 @@ int cmd_bench(int argc, char** argv) {
     if (!prefill_tok_s.is_null() && gpu) {
       j["prefill_TFLOPs"] = prefill_tok_s.get<double>() * flops_per_token / 1e12;
       j["prefill_gemm_ratio"] = prefill_tok_s.get<double>() * flops_per_token / 1e12 / gemm_tflops;
+      const double bound = prefill_roofline(prefill_batch * prefill_tokens);
+      j["prefill_roofline_tok_s"] = bound;
+      j["prefill_roofline_ratio"] = prefill_tok_s.get<double>() / bound;
     }
     results.push_back(j);
   };
@@ -322,7 +333,11 @@ int cmd_bench(int argc, char** argv) {
   for (auto [pb, tok_s] : prefill) {
     std::printf("shape=%s device=%s prefill_batch=%lld prefill_tokens=%lld prefill_tok_s=%.1f", shape.c_str(),
                 device.c_str(), static_cast<long long>(pb), static_cast<long long>(prefill_tokens), tok_s);
-    if (gpu) std::printf(" gemm_ratio=%.3f", tok_s * flops_per_token / 1e12 / gemm_tflops);
+    if (gpu) {
+      const double bound = prefill_roofline(pb * prefill_tokens);
+      std::printf(" gemm_ratio=%.3f roofline_prefill_tok_s=%.1f roofline_ratio=%.3f",
+                  tok_s * flops_per_token / 1e12 / gemm_tflops, bound, tok_s / bound);
+    }
     std::printf("\n");
   }
   if (!out_dir.empty()) {
