@@ -39,6 +39,9 @@ struct MoeGroupedArgs {
   // Rows per GEMM tile: 0 chooses from the average rows per expert (32 or 64 for decode-sized batches, 128 for
   // prefill); 32, 64 or 128 force one tile shape (tests, benchmarks).
   int64_t block_m = 0;
+  // Warps per block of the 64- and 128-row tiles: 8 (64 x 32 or 32 x 32 rows x columns each) or 4 (64 x 64 or
+  // 32 x 64); 0 picks (4 for bf16 weights, 8 for FP8; environment DSI_MOE_GEMM_WARPS overrides the pick).
+  int gemm_warps = 0;
   DType w_dtype = DType::kBF16;  // kBF16 or kF8E4M3
   // FP8 only: per expert (contiguous blocks) the scales of W13 (gate rows then up rows; row i's scale row is
   // i / 128 over all 2 * inter rows) and of W2, as MoeExpertsArgs.

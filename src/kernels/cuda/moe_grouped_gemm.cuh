@@ -123,6 +123,11 @@ struct Tiles {
 using SmallTiles = Tiles<32, 128, 64, 1, 8, 4>;    // 90 KB of shared memory
 using MediumTiles = Tiles<64, 128, 64, 2, 4, 4>;   // 108 KB
 using LargeTiles = Tiles<128, 128, 32, 2, 4, 4>;   // 80 KB
+// The same block tiles with 4 warps of twice the tile each (64 x 64 and 32 x 64 per warp): fewer ldmatrix per
+// mma.sync (8 per 32 against 6 per 16 with 64 x 32 warp tiles), as shared-memory bandwidth is what a compute-bound
+// tile runs out of first; more registers per thread (the accumulators alone are 128 at 64 x 64).
+using MediumTiles4 = Tiles<64, 128, 64, 2, 2, 4>;  // 108 KB
+using LargeTiles4 = Tiles<128, 128, 32, 2, 2, 4>;  // 80 KB
 
 // ---- Kernel -----------------------------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 // Without a CUDA device it prints "SKIP: no CUDA device" and exits 77, which CTest reports as skipped (after the
 // host-only pool tests, which still fail the run with exit 1).
 #include <cstdio>
+#include <string_view>
 
 #include "cuda_test_util.h"
 
@@ -36,7 +37,7 @@ void test_range_allocator() {
 }  // namespace
 }  // namespace dsi::cuda_test
 
-int main() {
+int main(int argc, char** argv) {
   using namespace dsi;
   using namespace dsi::cuda_test;
   test_range_allocator();
@@ -50,17 +51,25 @@ int main() {
     return 1;
   }
   std::printf("device: %s, %d SMs\n", (*ctx)->props().name, (*ctx)->num_sms());
-  run_elementwise_tests(**ctx);
-  run_gemm_tests(**ctx);
-  run_fp8_tests(**ctx);
-  run_fp8_weights_tests(**ctx);
-  run_mla_moe_tests(**ctx);
-  run_attention_tests(**ctx);
-  run_model_ops_tests(**ctx);
-  run_moe_experts_tests(**ctx);
-  run_moe_grouped_tests(**ctx);
-  run_fused_tests(**ctx);
-  run_sampling_tests(**ctx);
+  // Arguments name the groups to run (all without arguments), e.g. `cuda_kernels_test moe_grouped`.
+  const auto wanted = [&](std::string_view group) {
+    if (argc < 2) return true;
+    for (int i = 1; i < argc; ++i) {
+      if (group == argv[i]) return true;
+    }
+    return false;
+  };
+  if (wanted("elementwise")) run_elementwise_tests(**ctx);
+  if (wanted("gemm")) run_gemm_tests(**ctx);
+  if (wanted("fp8")) run_fp8_tests(**ctx);
+  if (wanted("fp8_weights")) run_fp8_weights_tests(**ctx);
+  if (wanted("mla_moe")) run_mla_moe_tests(**ctx);
+  if (wanted("attention")) run_attention_tests(**ctx);
+  if (wanted("model_ops")) run_model_ops_tests(**ctx);
+  if (wanted("moe_experts")) run_moe_experts_tests(**ctx);
+  if (wanted("moe_grouped")) run_moe_grouped_tests(**ctx);
+  if (wanted("fused")) run_fused_tests(**ctx);
+  if (wanted("sampling")) run_sampling_tests(**ctx);
   const Tally& t = tally();
   std::printf("SUMMARY: %d passed, %d failed, %d unsupported\n", t.passed, t.failed, t.unsupported);
   return t.failed == 0 ? 0 : 1;

@@ -42,6 +42,7 @@ constexpr double kTolExactFp8 = 1e-1;
 struct GroupedCase {
   int64_t tokens, top_k, experts, hidden, inter;
   int64_t block_m = 0;       // 0: the launcher's choice
+  int gemm_warps = 0;        // 0: the launcher's choice
   int64_t unused = 0;        // the last `unused` experts are chosen by no pair
   int64_t check_every = 1;   // reference rows: tokens t % check_every == 0 (large shapes)
   bool skips = true;         // some pairs routed to -1 and num_experts; token 2 routes one expert twice
@@ -307,7 +308,8 @@ std::string case_name(const GroupedCase& c) {
   return str_cat("moe_experts_grouped tokens=", c.tokens, " top_k=", c.top_k, " experts=", c.experts, " hidden=",
                  c.hidden, " inter=", c.inter, " block_m=", c.block_m == 0 ? "auto" : std::to_string(c.block_m),
                  c.skips ? " +skips" : "", c.hot ? " +hot" : "", c.unused > 0 ? " +unused" : "",
-                 c.all_skipped ? " all-skipped" : "", c.fp8 ? " fp8" : "");
+                 c.all_skipped ? " all-skipped" : "", c.fp8 ? " fp8" : "",
+                 c.gemm_warps > 0 ? str_cat(" warps=", c.gemm_warps) : std::string());
 }
 
 void test_grouped(CudaContext& ctx, const GroupedCase& c) {
@@ -330,6 +332,7 @@ void test_grouped(CudaContext& ctx, const GroupedCase& c) {
                          .w2 = dw2.get(), .out = dout.get(), .workspace = ws.get(), .workspace_bytes = ws_bytes,
                          .num_tokens = c.tokens, .top_k = c.top_k, .num_experts = c.experts,
                          .hidden = c.hidden, .inter = c.inter, .block_m = c.block_m};
+  a.gemm_warps = c.gemm_warps;
   if (c.fp8) {
     a.w13 = dc13.get();
     a.w2 = dc2.get();
@@ -477,13 +480,15 @@ void time_grouped(CudaContext& ctx) {
     const size_t ws_bytes = cuda::moe_grouped_workspace_bytes(tokens, kTopK, kExperts, kHidden, kInter);
     auto ws = workspace(ctx, ws_bytes);
     const double flops = 6.0 * static_cast<double>(tokens * kTopK) * kHidden * kInter;
-    for (const int64_t bm : {0, 32, 64, 128}) {
+    for (const auto& [bm, warps] : {std::pair{0, 0}, {32, 0}, {64, 8}, {64, 4}, {128, 8}, {128, 4}}) {
       const std::string name = str_cat("moe_experts_grouped timing V2-Lite tokens=", tokens, " top_k=", kTopK,
-                                       " block_m=", bm == 0 ? "auto" : std::to_string(bm));
-      const cuda::MoeGroupedArgs a{.x = dx.get(), .ids = dids.get(), .weights = dw.get(), .w13 = dw13.get(),
-                                   .w2 = dw2.get(), .out = dout.get(), .workspace = ws.get(),
-                                   .workspace_bytes = ws_bytes, .num_tokens = tokens, .top_k = kTopK,
-                                   .num_experts = kExperts, .hidden = kHidden, .inter = kInter, .block_m = bm};
+                                       " block_m=", bm == 0 ? "auto" : std::to_string(bm),
+                                       warps > 0 ? str_cat(" warps=", warps) : std::string());
+      cuda::MoeGroupedArgs a{.x = dx.get(), .ids = dids.get(), .weights = dw.get(), .w13 = dw13.get(),
+                             .w2 = dw2.get(), .out = dout.get(), .workspace = ws.get(),
+                             .workspace_bytes = ws_bytes, .num_tokens = tokens, .top_k = kTopK,
+                             .num_experts = kExperts, .hidden = kHidden, .inter = kInter, .block_m = bm};
+      a.gemm_warps = warps;
       double us = 0.0;
       CT_TRY(name, time_calls(ctx, [&] { return cuda::moe_experts_grouped(ctx, a); }, &us));
       std::printf("INFO %s: %.1f us/call, %.1f TFLOP/s\n", name.c_str(), us, flops / us * 1e-6);
@@ -532,13 +537,14 @@ void time_grouped_v3(CudaContext& ctx) {
     const size_t ws_bytes = cuda::moe_grouped_workspace_bytes(tokens, kTopK, kExperts, kHidden, kInter);
     auto ws = workspace(ctx, ws_bytes);
     const double flops = 6.0 * static_cast<double>(tokens * kTopK) * kHidden * kInter;
-    for (const bool fp8 : {false, true}) {
+    for (const auto& [fp8, warps] : {std::pair{false, 8}, {false, 4}, {true, 8}, {true, 4}}) {
       const std::string name = str_cat("moe_experts_grouped timing V3 tokens=", tokens, " top_k=", kTopK,
-                                       " experts=", kExperts, fp8 ? " fp8" : " bf16");
+                                       " experts=", kExperts, fp8 ? " fp8" : " bf16", " warps=", warps);
       cuda::MoeGroupedArgs a{.x = dx.get(), .ids = dids.get(), .weights = dw.get(), .w13 = dw13.get(),
                              .w2 = dw2.get(), .out = dout.get(), .workspace = ws.get(), .workspace_bytes = ws_bytes,
                              .num_tokens = tokens, .top_k = kTopK, .num_experts = kExperts, .hidden = kHidden,
                              .inter = kInter};
+      a.gemm_warps = warps;
       if (fp8) {
         a.w13 = dc13.get();
         a.w2 = dc2.get();
@@ -568,6 +574,17 @@ void run_moe_grouped_tests(CudaContext& ctx) {
   for (const int64_t bm : {32, 64, 128}) {
     test_grouped(ctx, {.tokens = 33, .top_k = 3, .experts = 9, .hidden = 72, .inter = 40, .block_m = bm,
                        .unused = 3, .hot = true});
+  }
+  // Both warp counts of the 64- and 128-row tiles, bf16 and FP8.
+  for (const int64_t bm : {64, 128}) {
+    for (const int warps : {4, 8}) {
+      test_grouped(ctx, {.tokens = 300, .top_k = 6, .experts = 8, .hidden = 264, .inter = 200, .block_m = bm,
+                         .gemm_warps = warps, .hot = true, .graph = true});
+      test_grouped(ctx, {.tokens = 300, .top_k = 8, .experts = 16, .hidden = 208, .inter = 272, .block_m = bm,
+                         .gemm_warps = warps, .unused = 4, .check_every = 3, .hot = true, .fp8 = true});
+      test_grouped(ctx, {.tokens = 33, .top_k = 3, .experts = 9, .hidden = 520, .inter = 264, .block_m = bm,
+                         .gemm_warps = warps, .unused = 3, .hot = true, .fp8 = true});
+    }
   }
   // Several row tiles per expert (about 225 rows; the hot one 300), partial k tiles (264 = 33 x 8, 200), with each
   // tile shape; the graph replays move the hot expert, so the row tiles of every expert change.
