@@ -78,6 +78,9 @@ Status rmsnorm_residual(CudaContext& ctx, const RmsNormResidualArgs& args);
 // RopeArgs with device x, positions and inv_freq (double, [rot_dim / 2]); angles in double as the reference.
 Status rope(CudaContext& ctx, const RopeArgs& args);
 Status silu_mul(CudaContext& ctx, const SiluMulArgs& args);
+// The same product rounded to bf16 (nearest even) into out_bf16 [m, d] (args.out unused): the input of a bf16
+// GEMM (gemm_bf16) without an f32 round trip. Bit for bit f32_to_bf16 of silu_mul's output. d even.
+Status silu_mul_bf16(CudaContext& ctx, const SiluMulArgs& args, uint16_t* out_bf16);
 // EmbeddingArgs on the device; ids outside [0, vocab) give rows of zeros (the reference aborts on the host).
 Status embedding(CudaContext& ctx, const EmbeddingArgs& args);
 // MoeRouteArgs on the device (num_experts <= 1024, top_k <= 32, n_group <= 32); scores in double, ties to the

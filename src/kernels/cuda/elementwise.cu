@@ -150,6 +150,21 @@ __global__ void silu_mul_kernel(SiluMulArgs a, int64_t in_stride) {
   }
 }
 
+// Two outputs per thread, one 32-bit store of two bf16.
+__global__ void silu_mul_bf16_kernel(SiluMulArgs a, int64_t in_stride, uint32_t* out) {
+  pdl_enter();
+  const int64_t half = a.d / 2, total = a.m * half;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
+       idx += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = idx / half, c = 2 * (idx % half);
+    const float g0 = a.gate[r * in_stride + c], g1 = a.gate[r * in_stride + c + 1];
+    const float v0 = g0 / (1.0f + expf(-g0)) * a.up[r * in_stride + c];
+    const float v1 = g1 / (1.0f + expf(-g1)) * a.up[r * in_stride + c + 1];
+    out[idx] = __bfloat16_as_ushort(__float2bfloat16_rn(v0)) |
+               (static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(v1))) << 16);
+  }
+}
+
 template <class T>
 __global__ void embedding_kernel(const T* table, const int64_t* ids, float* out, int64_t vocab, int64_t d) {
   pdl_enter();
@@ -237,6 +252,20 @@ Status silu_mul(CudaContext& ctx, const SiluMulArgs& a) {
   if (total == 0) return Status::Ok();
   { const auto kernel_fn = silu_mul_kernel;
     DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid_for(total, 16 * ctx.num_sms())), dim3(256), 0, a, a.in_stride ? a.in_stride : a.d); }
+  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  return Status::Ok();
+}
+
+Status silu_mul_bf16(CudaContext& ctx, const SiluMulArgs& a, uint16_t* out_bf16) {
+  if (a.d % 2 != 0) return Status::InvalidArgument(str_cat("silu_mul_bf16: odd d ", a.d));
+  if (reinterpret_cast<uintptr_t>(out_bf16) % 4 != 0) {
+    return Status::InvalidArgument("silu_mul_bf16: out_bf16 is not 4-byte aligned");
+  }
+  const int64_t total = a.m * (a.d / 2);
+  if (total == 0) return Status::Ok();
+  { const auto kernel_fn = silu_mul_bf16_kernel;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid_for(total, 16 * ctx.num_sms())), dim3(256), 0, a,
+                    a.in_stride ? a.in_stride : a.d, reinterpret_cast<uint32_t*>(out_bf16)); }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
 }

@@ -187,9 +187,18 @@ Status DMlp::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, 
     profile_mark(ctx, "mlp_down");
     return Status::Ok();
   }
-  DSI_RETURN_IF_ERROR(cu::silu_mul(ctx, {.gate = gu, .up = gu + inter, .out = act, .m = m, .d = inter,
-                                         .in_stride = 2 * inter}));
-  DSI_RETURN_IF_ERROR(down.forward(ctx, arena, act, m, out));
+  const SiluMulArgs silu{.gate = gu, .up = gu + inter, .out = act, .m = m, .d = inter, .in_stride = 2 * inter};
+  if (down.dtype == DType::kBF16 && down.bias == nullptr && inter % 8 == 0) {
+    // bf16 weights: the product goes to bf16 directly, the GEMM's input (the f32 route rounds the same values).
+    DSI_ASSIGN_OR_RETURN(uint8_t* act_bf16, arena.bytes(m * inter * 2));
+    DSI_RETURN_IF_ERROR(cu::silu_mul_bf16(ctx, silu, reinterpret_cast<uint16_t*>(act_bf16)));
+    DSI_RETURN_IF_ERROR(cu::gemm_bf16(ctx, {.x = reinterpret_cast<const uint16_t*>(act_bf16),
+                                            .w = static_cast<const uint16_t*>(down.w), .y = out,
+                                            .y_dtype = DType::kF32, .m = m, .n = down.n, .k = inter}));
+  } else {
+    DSI_RETURN_IF_ERROR(cu::silu_mul(ctx, silu));
+    DSI_RETURN_IF_ERROR(down.forward(ctx, arena, act, m, out));
+  }
   profile_mark(ctx, "mlp_down");
   return Status::Ok();
 }

@@ -75,7 +75,18 @@ void test_silu_mul(CudaContext& ctx, int64_t m, int64_t d) {
   auto dout = upload(ctx, std::vector<float>(m * d));
   CT_TRY(name, cuda::silu_mul(ctx, {.gate = dgu.get(), .up = dgu.get() + d, .out = dout.get(), .m = m, .d = d,
                                     .in_stride = 2 * d}));
-  report(name, rel_max_err(download(ctx, dout, m * d), want), 1e-6);
+  const auto got = download(ctx, dout, m * d);
+  report(name, rel_max_err(got, want), 1e-6);
+  if (d % 2 != 0) return;  // (pairs of bf16 per thread)
+  // The bf16 output: the f32 kernel's values rounded (core/dtype), bit for bit.
+  const std::string bname = str_cat("silu_mul_bf16 m=", m, " d=", d);
+  auto dbf = upload(ctx, std::vector<uint16_t>(m * d + 2, 0x1234));
+  CT_TRY(bname, cuda::silu_mul_bf16(ctx, {.gate = dgu.get(), .up = dgu.get() + d, .out = nullptr, .m = m, .d = d,
+                                          .in_stride = 2 * d}, dbf.get()));
+  const auto bf = download(ctx, dbf, m * d + 2);
+  int64_t bad = (bf[m * d] != 0x1234) + (bf[m * d + 1] != 0x1234);  // nothing past the end
+  for (int64_t i = 0; i < m * d; ++i) bad += bf[i] != f32_to_bf16(got[i]);
+  report(bname + " (mismatched elements)", static_cast<double>(bad), 0.0);
 }
 
 void test_embedding(CudaContext& ctx, DType dtype, int64_t vocab, int64_t d, int64_t tokens) {
@@ -122,6 +133,8 @@ void run_elementwise_tests(CudaContext& ctx) {
   test_rope(ctx, RopeStyle::kInterleaved, 7, 16, 192, 64, 128);  // MLA: rope on the last 64 dims of q
   test_rope(ctx, RopeStyle::kInterleaved, 33, 1, 576, 64, 512);  // MLA k_pe in the latent cache row
   test_silu_mul(ctx, 1, 11);
+  test_silu_mul(ctx, 1, 12);
+  test_silu_mul(ctx, 37, 2816);  // V2-Lite's shared experts at a prefill-sized m
   test_silu_mul(ctx, 3, 10944);
   test_embedding(ctx, DType::kBF16, 1000, 777, 9);
   test_embedding(ctx, DType::kF32, 50, 2048, 3);
