@@ -318,50 +318,41 @@ MoeFp8Inputs make_moe_inputs(const MoeFp8Case& c) {
   return in;
 }
 
-// out0 + the formula of cuda_moe.h on the dequantized weights, in double.
+// out[n] = scale * (silu(x W13[0:I]^T) * (x W13[I:2I]^T)) W2^T (+ out[n] when add) for one token, in double.
+void swiglu_mlp(const float* x, const Fp8Matrix& w13, const Fp8Matrix& w2, double scale, bool add, double* out) {
+  const int64_t H = w13.cols, I = w13.rows / 2;
+  std::vector<double> h(I);
+  for (int64_t i = 0; i < I; ++i) {
+    double g = 0.0, u = 0.0;
+    for (int64_t k = 0; k < H; ++k) {
+      g += w13.at(i, k) * x[k];
+      u += w13.at(I + i, k) * x[k];
+    }
+    h[i] = g / (1.0 + std::exp(-g)) * u;
+  }
+  for (int64_t n = 0; n < H; ++n) {
+    double d = 0.0;
+    for (int64_t i = 0; i < I; ++i) d += w2.at(n, i) * h[i];
+    out[n] = (add ? out[n] : 0.0) + scale * d;
+  }
+}
+
+// out0 + the formula of cuda_moe.h on the dequantized weights, in double (the shared MLP replaces out0).
 std::vector<float> moe_reference(const MoeFp8Case& c, const MoeFp8Inputs& in) {
   std::vector<double> out(in.out0.begin(), in.out0.end());
-  std::vector<double> h(c.inter);
   const int64_t H = c.hidden, I = c.inter, S = c.n_shared * c.inter;
   for (int64_t t = 0; t < c.tokens; ++t) {
     const float* x = in.x.data() + t * H;
-    if (S > 0) {  // the shared MLP replaces out0
-      const Fp8Matrix w13{in.sw13.data(), in.ss13.data(), 2 * S, H};
-      const Fp8Matrix w2{in.sw2.data(), in.ss2.data(), H, S};
-      std::vector<double> hs(S);
-      for (int64_t i = 0; i < S; ++i) {
-        double g = 0.0, u = 0.0;
-        for (int64_t k = 0; k < H; ++k) {
-          g += w13.at(i, k) * x[k];
-          u += w13.at(S + i, k) * x[k];
-        }
-        hs[i] = g / (1.0 + std::exp(-g)) * u;
-      }
-      for (int64_t n = 0; n < H; ++n) {
-        double d = 0.0;
-        for (int64_t i = 0; i < S; ++i) d += w2.at(n, i) * hs[i];
-        out[t * H + n] = d;
-      }
+    if (S > 0) {
+      swiglu_mlp(x, {in.sw13.data(), in.ss13.data(), 2 * S, H}, {in.sw2.data(), in.ss2.data(), H, S}, 1.0, false,
+                 out.data() + t * H);
     }
     for (int64_t j = 0; j < c.top_k; ++j) {
       const int32_t e = in.ids[t * c.top_k + j];
       if (e < 0 || e >= c.experts) continue;
       const Fp8Matrix w13{in.w13.data() + e * 2 * I * H, in.s13.data() + e * blocks(2 * I) * blocks(H), 2 * I, H};
-      for (int64_t i = 0; i < I; ++i) {
-        double g = 0.0, u = 0.0;
-        for (int64_t k = 0; k < H; ++k) {
-          g += w13.at(i, k) * x[k];
-          u += w13.at(I + i, k) * x[k];
-        }
-        h[i] = g / (1.0 + std::exp(-g)) * u;
-      }
       const Fp8Matrix w2{in.w2.data() + e * H * I, in.s2.data() + e * blocks(H) * blocks(I), H, I};
-      const double wt = in.weights[t * c.top_k + j];
-      for (int64_t n = 0; n < H; ++n) {
-        double d = 0.0;
-        for (int64_t i = 0; i < I; ++i) d += w2.at(n, i) * h[i];
-        out[t * H + n] += wt * d;
-      }
+      swiglu_mlp(x, w13, w2, in.weights[t * c.top_k + j], true, out.data() + t * H);
     }
   }
   return std::vector<float>(out.begin(), out.end());
