@@ -113,12 +113,14 @@ if has profile; then
     if [[ -n $ncu ]]; then
       # Per-kernel device times of 4 decode steps at batch 1 and of one prefill (Nsight Compute replays each
       # kernel; the bench brackets the region with cudaProfilerStart/Stop); clocks and caches left as in a real step.
-      for range in decode prefill; do
+      # prefill8: a prefill of 8 x 512 tokens (compute-bound; batch 1 is bound by reading the experts' weights).
+      for range in decode prefill prefill8; do
+        pb=1; [[ $range == prefill8 ]] && pb=8
         "$ncu" --clock-control none --cache-control none --profile-from-start off --metrics gpu__time_duration.sum \
           --csv "$dsinfer" bench --device cuda \
           --shape "$shapes/$shape.json" --layers 4 --batch 1 --context 512 --decode-steps 4 --prefill 512 \
-          --prefill-batch 1 --cuda-profiler-range $range > /tmp/ncu-$range.csv 2> /tmp/ncu-$range.log
-        steps=4; [[ $range == prefill ]] && steps=1
+          --prefill-batch $pb --cuda-profiler-range ${range%8} > /tmp/ncu-$range.csv 2> /tmp/ncu-$range.log
+        steps=4; [[ $range == prefill* ]] && steps=1
         python3 "$root/scripts/ncu-summary.py" /tmp/ncu-$range.csv $steps > "$out/ncu-$shape-$range.txt" 2>&1 ||
           tail -5 /tmp/ncu-$range.log >> "$out/ncu-$shape-$range.txt"
         head -14 "$out/ncu-$shape-$range.txt"
