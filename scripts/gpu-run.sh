@@ -78,7 +78,8 @@ bench() {
   [[ ${PIPESTATUS[0]} == 0 ]] || { echo "bench failed: $*"; tail -5 "$out/bench.log"; rc=1; }
 }
 if has v3; then
-  bench --shape "$shapes/deepseek-v3.json" --layers 4 --batch 1 8 --context 512 --decode-steps 8 --prefill 512
+  bench --shape "$shapes/deepseek-v3.json" --layers 4 --batch 1 8 --context 512 --decode-steps 8 --prefill 512 \
+    --prefill-batch 1 4 --check-batching
 fi
 if has v2lite; then
   # The peer of this run, else the newest committed one (bench/results/peer-hf-deepseek-v2-lite-DATE.jsonl).
@@ -90,7 +91,7 @@ if has v2lite; then
     peer=(--peer "$last_peer")
   fi
   bench --shape "$shapes/deepseek-v2-lite.json" --layers 0 --batch 1 8 32 128 --context 512 4096 \
-    --decode-steps 16 --prefill 512 --prefill-batch 1 8 "${peer[@]}"
+    --decode-steps 16 --prefill 512 --prefill-batch 1 8 --check-batching "${peer[@]}"
 fi
 if has llama; then
   bench --shape "$shapes/r1-distill-llama-8b.json" --layers 0 --batch 1 16 --context 512 --decode-steps 32 \

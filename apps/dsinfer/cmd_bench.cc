@@ -2,6 +2,7 @@
 // measured in the same run: on the CPU the memory read bandwidth; on the GPU (--device cuda) the device copy
 // bandwidth (decode roofline) and the bf16 GEMM rate (prefill ceiling). A peer's figures (hf_peer.py JSON lines)
 // can be attached with --peer.
+#include <algorithm>
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
@@ -150,6 +151,10 @@ int cmd_bench(int argc, char** argv) {
   cli.add_option("--peer", peer_path, "JSON lines of a peer (shared/bench/hf_peer.py) to record beside ours");
   cli.add_option("--out", out_dir, "write the results as JSON to DIR/<device>-<shape>-<date>.json");
   cli.add_option("--commit", commit, "commit id recorded in the results");
+  bool check_batching = false;
+  cli.add_flag("--check-batching", check_batching,
+               "also prefill the largest prefill batch's sequences one at a time and compare their last-token logits "
+               "with the batched forward's (exit 1 past 5e-2 of a row's rms)");
   std::string profiler_range;
   cli.add_option("--cuda-profiler-range", profiler_range,
                  "prefill: bracket the timed prefill of the first prefill batch, decode: the timed decode steps of "
@@ -238,6 +243,45 @@ int cmd_bench(int argc, char** argv) {
     prefill.push_back({pb, best});
     std::fprintf(stderr, "bench: prefill %lld x %lld tokens: %.1f tok/s\n", static_cast<long long>(pb),
                  static_cast<long long>(prefill_tokens), best);
+  }
+  if (check_batching) {
+    // The batched prefill (the batched MLA expansion, grouped expert GEMMs over all rows) against each sequence
+    // alone: the largest error of a row over that row's rms, and the rows whose argmax agrees.
+    const int64_t pb = *std::max_element(prefill_batches.begin(), prefill_batches.end());
+    std::vector<std::vector<int64_t>> seqs;
+    for (int64_t i = 0; i < pb; ++i) seqs.push_back(random_ids(rng, prefill_tokens + 37 * i, config.vocab_size));
+    SimpleKvCache cache(model.kv_layout());
+    ForwardBatch b;
+    for (const auto& ids : seqs) cache.add_chunk(b, cache.add_sequence(), 0, ids);
+    auto together = model.forward(b, cache.cache());
+    if (!together.ok()) return report_error(together.status());
+    const int64_t vocab = config.vocab_size;
+    const std::vector<float> all(together->data<float>(), together->data<float>() + pb * vocab);
+    double worst = 0;
+    int64_t agree = 0;
+    for (int64_t i = 0; i < pb; ++i) {
+      SimpleKvCache one_cache(model.kv_layout());
+      ForwardBatch one;
+      one_cache.add_chunk(one, one_cache.add_sequence(), 0, seqs[i]);
+      auto alone = model.forward(one, one_cache.cache());
+      if (!alone.ok()) return report_error(alone.status());
+      const float* x = alone->data<float>();
+      const float* y = all.data() + i * vocab;
+      double ss = 0, err = 0;
+      for (int64_t v = 0; v < vocab; ++v) ss += static_cast<double>(x[v]) * x[v];
+      for (int64_t v = 0; v < vocab; ++v) err = std::max(err, std::fabs(static_cast<double>(x[v]) - y[v]));
+      const double rel = err / std::max(std::sqrt(ss / vocab), 1e-30);
+      worst = std::max(worst, std::isfinite(rel) ? rel : INFINITY);
+      std::fprintf(stderr, "bench: batching check: sequence %lld: rel_diff=%.3g\n", static_cast<long long>(i), rel);
+      agree += std::max_element(x, x + vocab) - x == std::max_element(y, y + vocab) - y;
+    }
+    std::fprintf(stderr, "bench: batching check (%lld sequences of %lld+ tokens): max_rel_diff=%.3g argmax_agree=%lld/%lld\n",
+                 static_cast<long long>(pb), static_cast<long long>(prefill_tokens), worst,
+                 static_cast<long long>(agree), static_cast<long long>(pb));
+    if (!(worst <= 5e-2)) {
+      return report_error(Status::Internal(str_cat("batched prefill differs from one sequence at a time: max_rel_diff ",
+                                                   worst, " (limit 5e-2)")));
+    }
   }
   const double flops_per_token = 2.0 * active_params(config);
   // The fastest a prefill of `tokens` can go on this GPU: its FLOPs at the measured GEMM rate, or reading every

@@ -48,6 +48,10 @@ struct PagedAttentionArgs {
   // chunk's token count.
   const int32_t* chunk_starts = nullptr;
   int64_t num_chunks = 0, max_chunk_tokens = 0;
+  // Optional with chunk_starts and contiguous K/V (device, [num_chunks + 1]): the keys of chunk c are rows
+  // kv_starts[c] - kv_starts[0] + p (p = 0 .. its last position) of k_bf16 / k_f32 (and v): the contexts of all
+  // chunks back to back, so that one call serves a batch of MLA prefills. Without it every chunk reads rows p.
+  const int32_t* kv_starts = nullptr;
   float scale = 1.0f;
 };
 // head_dim <= 1024, v_dim <= 1024. Long sequences are split across blocks (flash-decoding) and combined.
@@ -82,8 +86,8 @@ Status paged_attention(CudaContext& ctx, const PagedAttentionArgs& args, const P
 // the CUDA-core kernels compute in f32 (about 1e-6).
 // Supported: (head_dim, v_dim) in {64, 128, 192} x {64, 128}; K/V rows and head slices 16-byte aligned (strides
 // multiples of 8 bf16 or 4 f32 elements); the chunk layout known (chunk_starts, or single_sequence); contiguous K/V
-// (bf16 or f32) have no sequence dimension, so every chunk of such a call reads the same keys (one sequence per
-// call, as the MLA prefill does).
+// (bf16 or f32) have no sequence dimension: every chunk of such a call reads the same keys (one sequence per
+// call), unless kv_starts places each chunk's keys (the MLA prefill of a batch).
 bool flash_prefill_supported(const PagedAttentionArgs& args);
 // What paged_attention(ctx, args, options) runs: the flash kernel when it is supported, options.flash_prefill is
 // set, and the chunks are prefill-sized (num_tokens >= 16 per chunk on average) or the K/V are contiguous bf16.

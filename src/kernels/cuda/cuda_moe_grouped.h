@@ -26,6 +26,10 @@ namespace dsi::cuda {
 // x, w13, w2, out and workspace 16-byte aligned; FP8: w13_scale and w2_scale; workspace of
 // moe_grouped_workspace_bytes. Experts that no pair chooses are never read (weights nor scales). Five kernels on
 // the context's stream, no allocation, no synchronization.
+// The tensor-core instructions of the two GEMMs: mma.sync (any tile shape, bf16 or FP8 weights) or Hopper's
+// warpgroup wgmma (bf16 weights, 64- or 128-row tiles, sm_90 devices).
+enum class MoeGemmKernel { kAuto, kMma, kWgmma };
+
 struct MoeGroupedArgs {
   const float* x = nullptr;        // [num_tokens, hidden]
   const int32_t* ids = nullptr;    // [num_tokens, top_k]
@@ -42,6 +46,10 @@ struct MoeGroupedArgs {
   // Warps per block of the 64- and 128-row tiles: 8 (64 x 32 or 32 x 32 rows x columns each) or 4 (64 x 64 or
   // 32 x 64); 0 picks (4 for bf16 weights, 8 for FP8; environment DSI_MOE_GEMM_WARPS overrides the pick).
   int gemm_warps = 0;
+  // kAuto: wgmma where it can run and gemm_warps is 0 (environment DSI_MOE_WGMMA=0 keeps mma.sync), else
+  // mma.sync;
+  // kWgmma where it cannot run is Unsupported.
+  MoeGemmKernel gemm_kernel = MoeGemmKernel::kAuto;
   DType w_dtype = DType::kBF16;  // kBF16 or kF8E4M3
   // FP8 only: per expert (contiguous blocks) the scales of W13 (gate rows then up rows; row i's scale row is
   // i / 128 over all 2 * inter rows) and of W2, as MoeExpertsArgs.

@@ -205,16 +205,18 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<kD, kSrc>) flash_prefill_
     vbase = a.v_pool + kvh * a.v_head_stride;
     k_stride = a.k_row_width;
     v_stride = a.v_row_width;
-  } else if constexpr (kSrc == Src::kBf16) {
-    kbase = a.k_bf16 + kvh * a.k_head_stride;
-    vbase = a.v_bf16 + kvh * a.v_head_stride;
-    k_stride = a.k_token_stride;
-    v_stride = a.v_token_stride;
   } else {
-    kbase = a.k_f32 + kvh * a.k_head_stride;
-    vbase = a.v_f32 + kvh * a.v_head_stride;
+    // Contiguous K/V: this chunk's context starts kv0 rows in (kv_starts), else at row 0.
+    const int64_t kv0 = a.kv_starts != nullptr ? int64_t{a.kv_starts[chunk]} - a.kv_starts[0] : 0;
     k_stride = a.k_token_stride;
     v_stride = a.v_token_stride;
+    if constexpr (kSrc == Src::kBf16) {
+      kbase = a.k_bf16 + kvh * a.k_head_stride + kv0 * k_stride;
+      vbase = a.v_bf16 + kvh * a.v_head_stride + kv0 * v_stride;
+    } else {
+      kbase = a.k_f32 + kvh * a.k_head_stride + kv0 * k_stride;
+      vbase = a.v_f32 + kvh * a.v_head_stride + kv0 * v_stride;
+    }
   }
   const int n_tiles = static_cast<int>((end - start + kKeys - 1) / kKeys);
   const int my_key = tid >> 1;
@@ -447,6 +449,7 @@ bool flash_prefill_supported(const PagedAttentionArgs& a) {
   } else if (!a.single_sequence) {
     return false;
   }
+  if (a.kv_starts != nullptr && (paged || a.chunk_starts == nullptr)) return false;
   int64_t chunks = 0, tiles = 0;
   chunk_layout(a, &chunks, &tiles);
   if (chunks * tiles > 65535) return false;  // grid y

@@ -12,10 +12,12 @@
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
+#include <string_view>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_moe_grouped.h"
 #include "kernels/cuda/moe_grouped_gemm.cuh"
+#include "kernels/cuda/moe_wgmma.cuh"
 
 namespace dsi::cuda {
 namespace {
@@ -29,6 +31,9 @@ using moe_gemm::moe_gemm_kernel;
 using moe_gemm::pack_bf16;
 using moe_gemm::SmallTiles;
 using moe_gemm::WLoad;
+using moe_wgmma::moe_wgmma_kernel;
+using moe_wgmma::WgmmaLarge;
+using moe_wgmma::WgmmaMedium;
 
 constexpr int64_t kMaxExperts = 1024;
 constexpr int64_t kMaxPairs = int64_t{1} << 30;
@@ -338,23 +343,65 @@ Status launch_gemm(CudaContext& ctx, const GemmParams& p, bool fp8, int64_t num_
                         ctx.stream(), p);
 }
 
+// The parameters of gemm 1 (gated) or gemm 2 for block tiles of bn weight rows.
+GemmParams gemm_params(const Problem& pr, bool gated, int bn) {
+  const MoeGroupedArgs& a = pr.a;
+  const int64_t hidden_blocks = ceil_div(a.hidden, kScaleBlock), inter_blocks = ceil_div(a.inter, kScaleBlock);
+  if (gated) {
+    return {.a = reinterpret_cast<const uint16_t*>(ay_of(pr)), .w = a.w13, .w_scale = a.w13_scale, .y = act_of(pr),
+            .tiles = tiles_of(pr), .n = a.inter, .k = a.hidden, .w_expert_stride = 2 * a.inter * a.hidden,
+            .scale_expert_stride = ceil_div(2 * a.inter, kScaleBlock) * hidden_blocks, .k_blocks = hidden_blocks,
+            .n_tiles = static_cast<int>(ceil_div(a.inter, bn / 2))};
+  }
+  return {.a = act_of(pr), .w = a.w2, .w_scale = a.w2_scale, .y = ay_of(pr), .tiles = tiles_of(pr), .n = a.hidden,
+          .k = a.inter, .w_expert_stride = a.hidden * a.inter, .scale_expert_stride = hidden_blocks * inter_blocks,
+          .k_blocks = inter_blocks, .n_tiles = static_cast<int>(ceil_div(a.hidden, bn))};
+}
+
 // Both GEMMs with one tile shape; the plan built the tile table for C::kBM rows per tile.
 template <class C>
 Status launch_gemms(CudaContext& ctx, const Problem& pr, int64_t num_tiles_bound) {
-  const MoeGroupedArgs& a = pr.a;
-  const bool fp8 = a.w_dtype == DType::kF8E4M3;
-  const int64_t hidden_blocks = ceil_div(a.hidden, kScaleBlock), inter_blocks = ceil_div(a.inter, kScaleBlock);
-  const GemmParams up{.a = reinterpret_cast<const uint16_t*>(ay_of(pr)), .w = a.w13, .w_scale = a.w13_scale,
-                      .y = act_of(pr), .tiles = tiles_of(pr), .n = a.inter, .k = a.hidden,
-                      .w_expert_stride = 2 * a.inter * a.hidden,
-                      .scale_expert_stride = ceil_div(2 * a.inter, kScaleBlock) * hidden_blocks,
-                      .k_blocks = hidden_blocks, .n_tiles = static_cast<int>(ceil_div(a.inter, C::kBN / 2))};
-  const GemmParams down{.a = act_of(pr), .w = a.w2, .w_scale = a.w2_scale, .y = ay_of(pr), .tiles = tiles_of(pr),
-                        .n = a.hidden, .k = a.inter, .w_expert_stride = a.hidden * a.inter,
-                        .scale_expert_stride = hidden_blocks * inter_blocks, .k_blocks = inter_blocks,
-                        .n_tiles = static_cast<int>(ceil_div(a.hidden, C::kBN))};
-  DSI_RETURN_IF_ERROR((launch_gemm<C, true>(ctx, up, fp8, num_tiles_bound)));
-  return launch_gemm<C, false>(ctx, down, fp8, num_tiles_bound);
+  const bool fp8 = pr.a.w_dtype == DType::kF8E4M3;
+  DSI_RETURN_IF_ERROR((launch_gemm<C, true>(ctx, gemm_params(pr, true, C::kBN), fp8, num_tiles_bound)));
+  return launch_gemm<C, false>(ctx, gemm_params(pr, false, C::kBN), fp8, num_tiles_bound);
+}
+
+// Both GEMMs on the warpgroup tensor cores (bf16 weights, sm_90a).
+template <class C>
+Status launch_wgmma_gemms(CudaContext& ctx, const Problem& pr, int64_t num_tiles_bound) {
+  for (const bool gated : {true, false}) {
+    const GemmParams p = gemm_params(pr, gated, C::kBN);
+    DSI_RETURN_IF_ERROR(launch_checked(gated ? moe_wgmma_kernel<C, true> : moe_wgmma_kernel<C, false>,
+                                       num_tiles_bound * p.n_tiles, C::kThreads, C::kSmemBytes, ctx.stream(), p));
+  }
+  return Status::Ok();
+}
+
+// Whether the GEMMs run on the warpgroup tensor cores: bf16 weights, 64- or 128-row tiles, an sm_90 device (the
+// library's sm_90a code; wgmma does not exist in the compute_90 PTX). The caller's choice, else the environment's
+// (DSI_MOE_WGMMA=0 keeps mma.sync), else wherever it can run unless a warp count (an mma.sync tiling) was given.
+// H100, cuda_kernels_test moe_grouped: V2-Lite experts at 4096 tokens 356 against 216 TFLOP/s (128-row tiles), at
+// 512 tokens 115 against 112 (64-row tiles, bound by reading the weights); V3 experts at 1024 rows each 450 against
+// 242.
+Result<bool> use_wgmma(const CudaContext& ctx, const MoeGroupedArgs& a, int64_t bm) {
+  const bool can = a.w_dtype == DType::kBF16 && (bm == 64 || bm == 128) && ctx.props().major == 9 &&
+                   ctx.props().minor == 0 &&
+                   static_cast<size_t>(WgmmaMedium::kSmemBytes) <= ctx.props().sharedMemPerBlockOptin &&
+                   static_cast<size_t>(WgmmaLarge::kSmemBytes) <= ctx.props().sharedMemPerBlockOptin;
+  if (a.gemm_kernel == MoeGemmKernel::kMma) return false;
+  if (a.gemm_kernel == MoeGemmKernel::kWgmma) {
+    if (!can) {
+      return Status::Unsupported(str_cat("moe_experts_grouped: wgmma needs bf16 weights, block_m 64 or 128 and an ",
+                                         "sm_90 device (have ", dtype_name(a.w_dtype), ", block_m ", bm, ", sm_",
+                                         ctx.props().major, ctx.props().minor, ")"));
+    }
+    return true;
+  }
+  static const bool enabled = [] {
+    const char* v = std::getenv("DSI_MOE_WGMMA");
+    return v == nullptr || std::string_view(v) != "0";
+  }();
+  return can && enabled && a.gemm_warps == 0;  // a warp count asks for the mma.sync tiles
 }
 
 }  // namespace
@@ -438,6 +485,7 @@ Status moe_experts_grouped(CudaContext& ctx, const MoeGroupedArgs& a) {
                                        " column tiles exceed the grid (tokens ", a.num_tokens, ", top_k ", a.top_k,
                                        ", hidden ", a.hidden, ", inter ", a.inter, ")"));
   }
+  DSI_ASSIGN_OR_RETURN(const bool wgmma, use_wgmma(ctx, a, bm));
   char* ws = static_cast<char*>(a.workspace);
   int32_t* row_of_pair = reinterpret_cast<int32_t*>(ws + l.row_of_pair);
 
@@ -456,18 +504,23 @@ Status moe_experts_grouped(CudaContext& ctx, const MoeGroupedArgs& a) {
 
   const Problem pr{.a = a, .l = l};
   const bool four_warps = gemm_warps(a) == 4;
-  switch (bm) {
-    case 32:
-      DSI_RETURN_IF_ERROR(launch_gemms<SmallTiles>(ctx, pr, num_tiles_bound));
-      break;
-    case 64:
-      DSI_RETURN_IF_ERROR(four_warps ? launch_gemms<MediumTiles4>(ctx, pr, num_tiles_bound)
-                                     : launch_gemms<MediumTiles>(ctx, pr, num_tiles_bound));
-      break;
-    default:
-      DSI_RETURN_IF_ERROR(four_warps ? launch_gemms<LargeTiles4>(ctx, pr, num_tiles_bound)
-                                     : launch_gemms<LargeTiles>(ctx, pr, num_tiles_bound));
-      break;
+  if (wgmma) {
+    DSI_RETURN_IF_ERROR(bm == 64 ? launch_wgmma_gemms<WgmmaMedium>(ctx, pr, num_tiles_bound)
+                                 : launch_wgmma_gemms<WgmmaLarge>(ctx, pr, num_tiles_bound));
+  } else {
+    switch (bm) {
+      case 32:
+        DSI_RETURN_IF_ERROR(launch_gemms<SmallTiles>(ctx, pr, num_tiles_bound));
+        break;
+      case 64:
+        DSI_RETURN_IF_ERROR(four_warps ? launch_gemms<MediumTiles4>(ctx, pr, num_tiles_bound)
+                                       : launch_gemms<MediumTiles>(ctx, pr, num_tiles_bound));
+        break;
+      default:
+        DSI_RETURN_IF_ERROR(four_warps ? launch_gemms<LargeTiles4>(ctx, pr, num_tiles_bound)
+                                       : launch_gemms<LargeTiles>(ctx, pr, num_tiles_bound));
+        break;
+    }
   }
 
   moe_combine_kernel<<<blocks, kRowThreads, 0, ctx.stream()>>>(reinterpret_cast<const float*>(ws + l.a_y),

@@ -403,8 +403,16 @@ Status DMla::attend_absorbed(CudaContext& ctx, Arena& arena, const float* q, int
                                .n = v, .k = r});
 }
 
+namespace {
+// The batched naive MLA prefill holds every chunk's context expanded at once (f32 latent and kv_b output, bf16 K
+// and V) up to this many bytes; past it (or with a short chunk) it expands chunk by chunk.
+constexpr int64_t kNaiveBatchBytes = int64_t{1} << 30;
+}  // namespace
+
 Status DMla::attend_naive(CudaContext& ctx, Arena& arena, const float* q, const BatchMeta& b, float* attn) const {
   const int64_t qk = nope + rope_dim, w = lw(), kvw = heads * (nope + v);
+  DSI_ASSIGN_OR_RETURN(const bool batched, attend_naive_batched(ctx, arena, q, b, attn));
+  if (batched) return Status::Ok();
   int64_t row = 0;
   const Arena::Mark mark = arena.mark();
   for (size_t c = 0; c < b.chunk_start.size(); ++c) {
@@ -466,6 +474,73 @@ Status DMla::attend_naive(CudaContext& ctx, Arena& arena, const float* q, const 
     row += n;
   }
   return Status::Ok();
+}
+
+Result<bool> DMla::attend_naive_batched(CudaContext& ctx, Arena& arena, const float* q, const BatchMeta& b,
+                                        float* attn) const {
+  const int64_t qk = nope + rope_dim, w = lw(), kvw = heads * (nope + v);
+  static const bool enabled = [] {
+    const char* e = std::getenv("DSI_CUDA_MLA_BATCH");
+    return e == nullptr || std::string_view(e) != "0";
+  }();
+  const auto chunks = static_cast<int64_t>(b.chunk_start.size());
+  if (!enabled || chunks < 2 || b.kv_starts == nullptr || b.chunk_starts == nullptr) return false;
+  int64_t total = 0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    if (b.chunk_tokens[c] < 2) return false;  // a decode token: the per-chunk path
+    total += b.chunk_start[c] + b.chunk_tokens[c];
+  }
+  const int64_t row_bytes = 4 * (w + kvw) + 2 * heads * (qk + v);
+  if (total * row_bytes > kNaiveBatchBytes) return false;
+  // One call over all chunks: their contexts back to back (row kv_starts[c] + p is position p of chunk c).
+  cu::PagedAttentionArgs a;
+  a.q = q;
+  a.q_token_stride = heads * qk;
+  a.q_head_stride = qk;
+  a.k_token_stride = heads * qk;
+  a.k_head_stride = qk;
+  a.v_token_stride = heads * v;
+  a.v_head_stride = v;
+  a.token_seq = b.token_seq;
+  a.token_pos = b.token_pos;
+  a.chunk_starts = b.chunk_starts;
+  a.num_chunks = chunks;
+  a.max_chunk_tokens = b.max_chunk_tokens;
+  a.kv_starts = b.kv_starts;
+  a.out = attn;
+  a.out_token_stride = heads * v;
+  a.out_head_stride = v;
+  a.num_tokens = b.num_tokens;
+  a.num_q_heads = a.num_kv_heads = heads;
+  a.head_dim = qk;
+  a.v_dim = v;
+  a.max_kv_len = b.max_kv_len;
+  a.scale = scale;
+  const Arena::Mark mark = arena.mark();
+  DSI_ASSIGN_OR_RETURN(float* lat, arena.floats(total * w));
+  DSI_ASSIGN_OR_RETURN(float* kv, arena.floats(total * kvw));
+  DSI_ASSIGN_OR_RETURN(uint8_t* kb, arena.bytes(total * heads * qk * 2));
+  DSI_ASSIGN_OR_RETURN(uint8_t* vb, arena.bytes(total * heads * v * 2));
+  cu::MlaKvExpandArgs ex{.kv = kv, .lat = lat, .lat_stride = w, .r = r, .k = reinterpret_cast<uint16_t*>(kb),
+                         .v = reinterpret_cast<uint16_t*>(vb), .len = total, .heads = heads, .nope = nope,
+                         .rope_dim = rope_dim, .v_dim = v};
+  a.k_bf16 = ex.k;
+  a.v_bf16 = ex.v;
+  if (!cu::picks_flash_prefill(a) || !cu::mla_kv_expand_supported(ex)) {
+    arena.rewind_to(mark);
+    return false;
+  }
+  for (int64_t c = 0, at = 0; c < chunks; ++c) {
+    const int64_t kv_len = b.chunk_start[c] + b.chunk_tokens[c];
+    DSI_RETURN_IF_ERROR(cu::gather_paged_rows(ctx, pool, w, b.block_tables + c * b.max_blocks, b.block_size, kv_len,
+                                              w, lat + at * w));
+    at += kv_len;
+  }
+  DSI_RETURN_IF_ERROR(kv_b.forward(ctx, arena, lat, total, kv, w));
+  DSI_RETURN_IF_ERROR(cu::mla_kv_expand_bf16(ctx, ex));
+  DSI_RETURN_IF_ERROR(cu::paged_attention(ctx, a));
+  arena.rewind_to(mark);  // stream order keeps the buffers alive for the kernels just queued
+  return true;
 }
 
 // ---- MoE -------------------------------------------------------------------------------------------------------

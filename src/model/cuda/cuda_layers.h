@@ -93,6 +93,9 @@ struct BatchMeta {
   const int32_t* seq_lens = nullptr;        // [T] token_pos + 1 (the MLA decode kernel's lengths)
   const int32_t* block_tables = nullptr;    // [num_seqs, max_blocks]
   const int32_t* chunk_starts = nullptr;    // [num_seqs + 1] first token of each chunk, then num_tokens
+  // [num_seqs + 1] first row of each chunk's whole context (cached prefix and chunk) when all contexts lie back to
+  // back (the MLA naive prefill of a batch), then their total
+  const int32_t* kv_starts = nullptr;
   int64_t max_chunk_tokens = 0;
   std::vector<int64_t> chunk_start, chunk_tokens;  // host copies per chunk
 };
@@ -127,6 +130,10 @@ struct DMla {
   Status attend_absorbed(CudaContext& ctx, Arena& arena, const float* q, int64_t q_stride, float* q_lat,
                          const BatchMeta& b, float* attn) const;
   Status attend_naive(CudaContext& ctx, Arena& arena, const float* q, const BatchMeta& b, float* attn) const;
+  // A prefill batch of several chunks in one expansion and one attention call; false (nothing queued) where the
+  // batch does not qualify (a short chunk, too large, or a shape the kernels do not take).
+  Result<bool> attend_naive_batched(CudaContext& ctx, Arena& arena, const float* q, const BatchMeta& b,
+                                    float* attn) const;
 };
 
 struct DMoe {

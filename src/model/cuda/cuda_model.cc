@@ -1,6 +1,7 @@
 #include "model/cuda/cuda_model.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <tuple>
@@ -223,7 +224,7 @@ Result<CudaDecoderModel::DeviceLogits> CudaDecoderModel::device_forward(const Fo
   }
   const auto n_rows = static_cast<int64_t>(rows.size());
   const size_t off_pos64 = static_cast<size_t>(t) * 8, off_i32 = off_pos64 + static_cast<size_t>(t) * 8;
-  const size_t n_i32 = static_cast<size_t>(4 * t + num_seqs * b.max_blocks + n_rows + num_seqs + 1);
+  const size_t n_i32 = static_cast<size_t>(4 * t + num_seqs * b.max_blocks + n_rows + 2 * (num_seqs + 1));
   host_meta_.assign(off_i32 + n_i32 * 4, 0);
   auto* ids64 = reinterpret_cast<int64_t*>(host_meta_.data());
   auto* pos64 = reinterpret_cast<int64_t*>(host_meta_.data() + off_pos64);
@@ -247,10 +248,13 @@ Result<CudaDecoderModel::DeviceLogits> CudaDecoderModel::device_forward(const Fo
   }
   std::copy(rows.begin(), rows.end(), logit_rows);
   int32_t* chunk_starts = logit_rows + n_rows;
-  for (int64_t s = 0, at = 0; s <= num_seqs; ++s) {
+  int32_t* kv_starts = chunk_starts + num_seqs + 1;
+  for (int64_t s = 0, at = 0, kv = 0; s <= num_seqs; ++s) {
     chunk_starts[s] = static_cast<int32_t>(at);
+    kv_starts[s] = static_cast<int32_t>(std::min<int64_t>(kv, INT32_MAX));  // (used only below 2^31 rows)
     if (s < num_seqs) {
       at += batch.chunks[s].num_tokens;
+      kv += batch.chunks[s].start_pos + batch.chunks[s].num_tokens;
       b.max_chunk_tokens = std::max(b.max_chunk_tokens, batch.chunks[s].num_tokens);
     }
   }
@@ -267,6 +271,7 @@ Result<CudaDecoderModel::DeviceLogits> CudaDecoderModel::device_forward(const Fo
   b.block_tables = d32 + 4 * t;
   const int32_t* dev_rows = b.block_tables + num_seqs * b.max_blocks;
   b.chunk_starts = dev_rows + n_rows;
+  b.kv_starts = b.chunk_starts + num_seqs + 1;
 
   DSI_ASSIGN_OR_RETURN(float* logits, grow<float>(logits_, n_rows * vocab));
   if (graph) {

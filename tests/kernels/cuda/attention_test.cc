@@ -160,7 +160,7 @@ void test_gqa(CudaContext& ctx, const std::vector<Seq>& seqs, int64_t hq, int64_
 enum class KvSource { kPaged, kContiguousBf16, kContiguousF32 };
 
 struct FlashCase {
-  std::vector<Seq> seqs;  // contiguous K/V: one sequence (they have no sequence dimension)
+  std::vector<Seq> seqs;  // contiguous K/V with several: their contexts back to back, placed by kv_starts
   int64_t hq = 0, hkv = 0, d = 0, dv = 0;
   int64_t bs = 16;  // paged only
   KvSource kv = KvSource::kPaged;
@@ -179,11 +179,12 @@ void test_flash(CudaContext& ctx, const FlashCase& c) {
   const std::string name = str_cat("flash_prefill ", src, " hq=", c.hq, " hkv=", c.hkv, " d=", c.d, "/", c.dv,
                                    paged ? str_cat(" bs=", c.bs) : std::string(),
                                    c.chunk_starts ? "" : " single-sequence", " chunks={", shape, "}");
-  CT_CHECK(name, paged || c.seqs.size() == 1);
   const int64_t hq = c.hq, hkv = c.hkv, d = c.d, dv = c.dv, bs = c.bs;
   std::vector<int64_t> lens;
   int64_t tokens = 0, max_len = 0, longest = 0;
+  std::vector<int32_t> kv_starts{0};  // contiguous: each sequence's first K/V row
   for (const Seq& s : c.seqs) {
+    kv_starts.push_back(static_cast<int32_t>(kv_starts.back() + s.start + s.n));
     lens.push_back(s.start + s.n);
     tokens += s.n;
     max_len = std::max(max_len, s.start + s.n);
@@ -194,7 +195,7 @@ void test_flash(CudaContext& ctx, const FlashCase& c) {
   // Host K/V: pools of `rows` rows (paged) or the sequence's positions (contiguous).
   int64_t max_blocks = 0, num_blocks = 0;
   std::vector<int32_t> tables;
-  int64_t rows = max_len, k_width = hkv * d, v_width = 2 * hkv * dv, v_off = dv, v_head = 2 * dv;
+  int64_t rows = kv_starts.back(), k_width = hkv * d, v_width = 2 * hkv * dv, v_off = dv, v_head = 2 * dv;
   if (paged) {
     tables = make_tables(lens, bs, &max_blocks, &num_blocks);
     rows = num_blocks * bs;
@@ -217,7 +218,7 @@ void test_flash(CudaContext& ctx, const FlashCase& c) {
   for (size_t s = 0; s < c.seqs.size(); ++s) {
     std::vector<float> sk(lens[s] * hkv * d), sv(lens[s] * hkv * dv);
     for (int64_t p = 0; p < lens[s]; ++p) {
-      const int64_t r = paged ? int64_t{tables[s * max_blocks + p / bs]} * bs + p % bs : p;
+      const int64_t r = paged ? int64_t{tables[s * max_blocks + p / bs]} * bs + p % bs : kv_starts[s] + p;
       for (int64_t h = 0; h < hkv; ++h) {
         std::copy_n(kf.begin() + r * k_width + h * d, d, sk.begin() + (p * hkv + h) * d);
         std::copy_n(vf.begin() + r * v_width + v_off + h * v_head, dv, sv.begin() + (p * hkv + h) * dv);
@@ -238,6 +239,7 @@ void test_flash(CudaContext& ctx, const FlashCase& c) {
   }
   auto dq = upload(ctx, q);
   auto dts = upload(ctx, token_seq), dtp = upload(ctx, token_pos), dcs = upload(ctx, chunk_starts);
+  auto dks = upload(ctx, kv_starts);
   auto dt = upload(ctx, paged ? tables : std::vector<int32_t>{0});
   auto dk16 = upload(ctx, k16), dv16 = upload(ctx, v16);
   auto dkf = upload(ctx, c.kv == KvSource::kContiguousF32 ? kf : std::vector<float>{});
@@ -267,6 +269,7 @@ void test_flash(CudaContext& ctx, const FlashCase& c) {
     }
     a.k_token_stride = k_width;
     a.v_token_stride = v_width;
+    if (c.seqs.size() > 1) a.kv_starts = dks.get();
   }
   a.token_seq = dts.get();
   a.token_pos = dtp.get();
@@ -653,6 +656,13 @@ void run_attention_tests(CudaContext& ctx) {
   test_flash(ctx, {.seqs = {{4000, 101}}, .hq = 4, .hkv = 4, .d = 192, .dv = 128, .kv = KvSource::kContiguousBf16});
   test_flash(ctx, {.seqs = {{3, 70}}, .hq = 2, .hkv = 2, .d = 64, .dv = 128, .kv = KvSource::kContiguousF32,
                    .chunk_starts = false});
+  // A batch of MLA prefills in one call: contexts back to back (kv_starts), a cached prefix, a short chunk, a long
+  // one whose keys split.
+  test_flash(ctx, {.seqs = {{0, 130}, {0, 512}, {40, 17}, {0, 64}}, .hq = 16, .hkv = 16, .d = 192, .dv = 128,
+                   .kv = KvSource::kContiguousBf16});
+  test_flash(ctx, {.seqs = {{3000, 70}, {0, 20}}, .hq = 4, .hkv = 4, .d = 192, .dv = 128,
+                   .kv = KvSource::kContiguousBf16});
+  test_flash(ctx, {.seqs = {{5, 33}, {0, 70}}, .hq = 2, .hkv = 2, .d = 64, .dv = 128, .kv = KvSource::kContiguousF32});
   for (const int64_t batch : {1, 32}) {
     for (const int64_t len : {512, 4096}) time_llama_decode(ctx, batch, len);
   }

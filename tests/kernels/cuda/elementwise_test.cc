@@ -1,4 +1,5 @@
-// RMSNorm (+ residual), RoPE, SiLU-mul and embedding against kernels/ref.
+// RMSNorm (+ residual), RoPE, SiLU-mul, f32_to_bf16 and embedding against kernels/ref.
+#include <cmath>
 #include <cstring>
 
 #include "cuda_test_util.h"
@@ -89,6 +90,32 @@ void test_silu_mul(CudaContext& ctx, int64_t m, int64_t d) {
   report(bname + " (mismatched elements)", static_cast<double>(bad), 0.0);
 }
 
+// f32_to_bf16 (the bf16 GEMMs' activation rounding) bit for bit against core/dtype's rounding, with NaN, infinities
+// and ties in the input; rows at a stride (offset: an x not 16-byte aligned takes the scalar kernel); nothing
+// written past the m x k output.
+void test_f32_to_bf16(CudaContext& ctx, int64_t m, int64_t k, int64_t stride, int64_t offset) {
+  const std::string name = str_cat("f32_to_bf16 m=", m, " k=", k, " x_stride=", stride, " offset=", offset);
+  auto x = random_f32(m * stride + offset, -3.0f, 3.0f);
+  for (size_t i = 0; i < x.size(); i += 97) x[i] = std::nanf("");
+  for (size_t i = 13; i < x.size(); i += 101) x[i] = (i % 2 ? -1.0f : 1.0f) * INFINITY;
+  for (size_t i = 29; i < x.size(); i += 89) x[i] = 1.0f + 1.0f / 256.0f;  // a tie: rounds to even (1.0)
+  auto dx = upload(ctx, x);
+  auto dy = upload(ctx, std::vector<uint16_t>(m * k + 4, 0x1234));
+  CT_TRY(name, cuda::f32_to_bf16(ctx, dx.get() + offset, dy.get(), m, k, stride));
+  const auto y = download(ctx, dy, m * k + 4);
+  int64_t bad = 0;
+  for (int64_t i = 0; i < 4; ++i) bad += y[m * k + i] != 0x1234;
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t c = 0; c < k; ++c) {
+      const float v = x[offset + r * stride + c];
+      const uint16_t want = f32_to_bf16(v), got = y[r * k + c];
+      // NaN: any NaN pattern (core/dtype keeps the payload's top bits, the device gives the canonical NaN).
+      bad += std::isnan(v) ? (got & 0x7fffu) <= 0x7f80u : got != want;
+    }
+  }
+  report(name + " (mismatched elements)", static_cast<double>(bad), 0.0);
+}
+
 void test_embedding(CudaContext& ctx, DType dtype, int64_t vocab, int64_t d, int64_t tokens) {
   const std::string name = str_cat("embedding ", dtype_name(dtype), " vocab=", vocab, " d=", d, " tokens=", tokens);
   const auto table = random_f32(vocab * d);
@@ -136,6 +163,12 @@ void run_elementwise_tests(CudaContext& ctx) {
   test_silu_mul(ctx, 1, 12);
   test_silu_mul(ctx, 37, 2816);  // V2-Lite's shared experts at a prefill-sized m
   test_silu_mul(ctx, 3, 10944);
+  test_f32_to_bf16(ctx, 1, 8, 8, 0);
+  test_f32_to_bf16(ctx, 37, 2048, 2048, 0);      // vectorized
+  test_f32_to_bf16(ctx, 5, 512, 3648, 1536);     // a slice of wider rows (MLA's latent after q)
+  test_f32_to_bf16(ctx, 3, 513, 520, 0);         // k % 4 != 0: scalar
+  test_f32_to_bf16(ctx, 4, 64, 64, 1);           // x not 16-byte aligned: scalar
+  test_f32_to_bf16(ctx, 70000, 4, 4, 0);         // more rows than one grid dimension holds
   test_embedding(ctx, DType::kBF16, 1000, 777, 9);
   test_embedding(ctx, DType::kF32, 50, 2048, 3);
 }

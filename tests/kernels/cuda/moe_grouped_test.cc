@@ -12,6 +12,7 @@
 // (tolerances: see kTolRoundedFp8). Sizes with k % 16 == 8 (8-byte code copies) and k % 16 == 0, inter % 128 != 0
 // (gate and up rows of one tile in different scale rows), partial 128-blocks in both dimensions.
 // INFO lines time the V2-Lite 512- and 4096-token batches and V3 batches with bf16 and fp8 weights (not checked).
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <numeric>
@@ -43,6 +44,7 @@ struct GroupedCase {
   int64_t tokens, top_k, experts, hidden, inter;
   int64_t block_m = 0;       // 0: the launcher's choice
   int gemm_warps = 0;        // 0: the launcher's choice
+  cuda::MoeGemmKernel kernel = cuda::MoeGemmKernel::kAuto;
   int64_t unused = 0;        // the last `unused` experts are chosen by no pair
   int64_t check_every = 1;   // reference rows: tokens t % check_every == 0 (large shapes)
   bool skips = true;         // some pairs routed to -1 and num_experts; token 2 routes one expert twice
@@ -309,7 +311,9 @@ std::string case_name(const GroupedCase& c) {
                  c.hidden, " inter=", c.inter, " block_m=", c.block_m == 0 ? "auto" : std::to_string(c.block_m),
                  c.skips ? " +skips" : "", c.hot ? " +hot" : "", c.unused > 0 ? " +unused" : "",
                  c.all_skipped ? " all-skipped" : "", c.fp8 ? " fp8" : "",
-                 c.gemm_warps > 0 ? str_cat(" warps=", c.gemm_warps) : std::string());
+                 c.gemm_warps > 0 ? str_cat(" warps=", c.gemm_warps) : std::string(),
+                 c.kernel == cuda::MoeGemmKernel::kWgmma ? " wgmma"
+                 : c.kernel == cuda::MoeGemmKernel::kMma ? " mma" : "");
 }
 
 void test_grouped(CudaContext& ctx, const GroupedCase& c) {
@@ -333,6 +337,7 @@ void test_grouped(CudaContext& ctx, const GroupedCase& c) {
                          .num_tokens = c.tokens, .top_k = c.top_k, .num_experts = c.experts,
                          .hidden = c.hidden, .inter = c.inter, .block_m = c.block_m};
   a.gemm_warps = c.gemm_warps;
+  a.gemm_kernel = c.kernel;
   if (c.fp8) {
     a.w13 = dc13.get();
     a.w2 = dc2.get();
@@ -436,6 +441,17 @@ void test_grouped_args(CudaContext& ctx) {
   CT_CHECK(name, no_scale.message().find("w2_scale") != std::string::npos);
   a.w_dtype = DType::kF32;
   CT_CHECK(name, code(a) == StatusCode::kUnsupported);
+  // wgmma: bf16 weights and 64- or 128-row tiles only.
+  a = full;
+  a.workspace_bytes = need;
+  a.gemm_kernel = cuda::MoeGemmKernel::kWgmma;
+  a.block_m = 32;
+  const Status wg32 = cuda::moe_experts_grouped(ctx, a);
+  CT_CHECK(name, wg32.code() == StatusCode::kUnsupported && wg32.message().find("wgmma") != std::string::npos);
+  a.block_m = 128;
+  a.w_dtype = DType::kF8E4M3;
+  a.w13_scale = a.w2_scale = static_cast<const float*>(p);
+  CT_CHECK(name, code(a) == StatusCode::kUnsupported);
   std::printf("PASS %s\n", name.c_str());
   tally().passed++;
 }
@@ -480,15 +496,19 @@ void time_grouped(CudaContext& ctx) {
     const size_t ws_bytes = cuda::moe_grouped_workspace_bytes(tokens, kTopK, kExperts, kHidden, kInter);
     auto ws = workspace(ctx, ws_bytes);
     const double flops = 6.0 * static_cast<double>(tokens * kTopK) * kHidden * kInter;
-    for (const auto& [bm, warps] : {std::pair{0, 0}, {32, 0}, {64, 8}, {64, 4}, {128, 8}, {128, 4}}) {
+    // warps -1: wgmma.
+    for (const auto& [bm, warps] :
+         {std::pair{0, 0}, {32, 0}, {64, 8}, {64, 4}, {64, -1}, {128, 8}, {128, 4}, {128, -1}}) {
       const std::string name = str_cat("moe_experts_grouped timing V2-Lite tokens=", tokens, " top_k=", kTopK,
                                        " block_m=", bm == 0 ? "auto" : std::to_string(bm),
-                                       warps > 0 ? str_cat(" warps=", warps) : std::string());
+                                       warps > 0 ? str_cat(" warps=", warps) : warps < 0 ? " wgmma" : "");
       cuda::MoeGroupedArgs a{.x = dx.get(), .ids = dids.get(), .weights = dw.get(), .w13 = dw13.get(),
                              .w2 = dw2.get(), .out = dout.get(), .workspace = ws.get(),
                              .workspace_bytes = ws_bytes, .num_tokens = tokens, .top_k = kTopK,
                              .num_experts = kExperts, .hidden = kHidden, .inter = kInter, .block_m = bm};
-      a.gemm_warps = warps;
+      a.gemm_warps = std::max(warps, 0);
+      a.gemm_kernel = warps < 0 ? cuda::MoeGemmKernel::kWgmma
+                      : warps > 0 ? cuda::MoeGemmKernel::kMma : cuda::MoeGemmKernel::kAuto;
       double us = 0.0;
       CT_TRY(name, time_calls(ctx, [&] { return cuda::moe_experts_grouped(ctx, a); }, &us));
       std::printf("INFO %s: %.1f us/call, %.1f TFLOP/s\n", name.c_str(), us, flops / us * 1e-6);
@@ -537,14 +557,21 @@ void time_grouped_v3(CudaContext& ctx) {
     const size_t ws_bytes = cuda::moe_grouped_workspace_bytes(tokens, kTopK, kExperts, kHidden, kInter);
     auto ws = workspace(ctx, ws_bytes);
     const double flops = 6.0 * static_cast<double>(tokens * kTopK) * kHidden * kInter;
-    for (const auto& [fp8, warps] : {std::pair{false, 8}, {false, 4}, {true, 8}, {true, 4}}) {
+    // warps -1: wgmma (128-row tiles).
+    for (const auto& [fp8, warps] : {std::pair{false, 8}, {false, 4}, {false, -1}, {true, 8}, {true, 4}}) {
       const std::string name = str_cat("moe_experts_grouped timing V3 tokens=", tokens, " top_k=", kTopK,
-                                       " experts=", kExperts, fp8 ? " fp8" : " bf16", " warps=", warps);
+                                       " experts=", kExperts, fp8 ? " fp8" : " bf16",
+                                       warps > 0 ? str_cat(" warps=", warps) : std::string(" wgmma"));
       cuda::MoeGroupedArgs a{.x = dx.get(), .ids = dids.get(), .weights = dw.get(), .w13 = dw13.get(),
                              .w2 = dw2.get(), .out = dout.get(), .workspace = ws.get(), .workspace_bytes = ws_bytes,
                              .num_tokens = tokens, .top_k = kTopK, .num_experts = kExperts, .hidden = kHidden,
                              .inter = kInter};
-      a.gemm_warps = warps;
+      a.gemm_warps = std::max(warps, 0);
+      a.gemm_kernel = warps < 0 ? cuda::MoeGemmKernel::kWgmma : cuda::MoeGemmKernel::kMma;
+      if (warps < 0) {
+        a.block_m = 128;
+        if (tokens * kTopK / kExperts < 64) continue;  // mostly padding at 128 rows
+      }
       if (fp8) {
         a.w13 = dc13.get();
         a.w2 = dc2.get();
@@ -585,6 +612,22 @@ void run_moe_grouped_tests(CudaContext& ctx) {
       test_grouped(ctx, {.tokens = 33, .top_k = 3, .experts = 9, .hidden = 520, .inter = 264, .block_m = bm,
                          .gemm_warps = warps, .unused = 3, .hot = true, .fp8 = true});
     }
+  }
+  // wgmma at both tile heights: partial tiles in m, n (inter 200 of 128-column halves, hidden 264 of 256 columns)
+  // and k (264 = 4 x 64 + 8), a hot expert beside unused ones, graph replays with new ids; one and several
+  // k tiles; V2-Lite and V3 widths.
+  for (const int64_t bm : {64, 128}) {
+    constexpr auto kW = cuda::MoeGemmKernel::kWgmma;
+    test_grouped(ctx, {.tokens = 300, .top_k = 6, .experts = 8, .hidden = 264, .inter = 200, .block_m = bm,
+                       .kernel = kW, .hot = true, .graph = true});
+    test_grouped(ctx, {.tokens = 33, .top_k = 3, .experts = 9, .hidden = 72, .inter = 40, .block_m = bm,
+                       .kernel = kW, .unused = 3, .hot = true});
+    test_grouped(ctx, {.tokens = 1, .top_k = 1, .experts = 1, .hidden = 8, .inter = 8, .block_m = bm, .kernel = kW,
+                       .skips = false});
+    test_grouped(ctx, {.tokens = 700, .top_k = 6, .experts = 16, .hidden = 2048, .inter = 1408, .block_m = bm,
+                       .kernel = kW, .unused = 2, .check_every = 16});
+    test_grouped(ctx, {.tokens = 160, .top_k = 8, .experts = 10, .hidden = 7168, .inter = 2048, .block_m = bm,
+                       .kernel = kW, .check_every = 8});
   }
   // Several row tiles per expert (about 225 rows; the hot one 300), partial k tiles (264 = 33 x 8, 200), with each
   // tile shape; the graph replays move the hot expert, so the row tiles of every expert change.

@@ -1,0 +1,226 @@
+// The grouped GEMM of moe_grouped.cu on Hopper's warpgroup tensor cores (wgmma; sm_90a only, included by
+// moe_grouped.cu): the same problem, tile table and outputs as moe_grouped_gemm.cuh's mma.sync kernel, bf16 weights.
+//
+// Block tile BM x 256 x 64, BM = 64 per warpgroup (one or two warpgroups, 128 or 256 threads). Each warpgroup
+// multiplies its 64 rows by all 256 weight rows of the tile with wgmma m64n256k16 (f32 accumulators, 128 per
+// thread), both operands read by the tensor cores straight from shared memory through matrix descriptors.
+// Shared memory: kStages stages of [A tile BM x 64 | B tile 256 x 64] bf16, rows of 128 bytes in the 128-byte
+// swizzle (16-byte chunk c of row r at chunk position c ^ (r % 8); stages 1024-byte aligned), filled by cp.async of
+// every thread; the pipeline keeps kStages - 2 tiles in flight ahead of the one the tensor cores read, and one
+// wgmma group in flight while the next tile's copies are issued:
+//   step kt: wait for tile kt's copies, fence them into the async proxy, barrier (tile kt visible to every
+//            warpgroup; every warpgroup has retired its wgmma of step kt - 2, whose stage the next copies refill),
+//            copy tile kt + kStages - 2, issue the 4 wgmma of tile kt, wait until only they are in flight.
+// Gated GEMM (gemm 1): tile rows 0-127 are the gate rows of output columns col0 .. col0 + 127 and rows 128-255 the
+// up rows of the same columns, so that a thread's accumulators j (gate) and j + 16 (up) cover the same outputs.
+// Accumulator i of a thread (lane l, warp w of its warpgroup): row 16 w + l / 4 (+ 8 for i % 4 >= 2), column
+// 8 (i / 4) + 2 (l % 4) + i % 2 of the warpgroup's 64 x 256 product.
+// Sums run over k in the tensor cores' order: results differ from the mma.sync kernel's in the last bits, and are
+// the same from run to run.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cuda/moe_grouped_gemm.cuh"
+
+namespace dsi::cuda::moe_wgmma {
+
+using moe_gemm::GemmParams;
+
+template <int WG, int Stages>
+struct WTiles {
+  static constexpr int kWG = WG, kStages = Stages;
+  static constexpr int kBM = 64 * WG, kBN = 256, kBK = 64;
+  static constexpr int kThreads = 128 * WG;
+  static constexpr int kABytes = kBM * 128, kBBytes = kBN * 128, kStageBytes = kABytes + kBBytes;
+  static constexpr int kSmemBytes = Stages * kStageBytes + 1024;  // + the slack that aligns the stages to 1024
+  static constexpr int kRowsPerPass = kThreads / 8;  // 8 threads copy a 128-byte row
+  static constexpr int kAIters = kBM / kRowsPerPass, kBIters = kBN / kRowsPerPass;
+  static_assert(kRowsPerPass % 8 == 0, "a thread's rows share their swizzle (row % 8)");
+  static_assert(kStageBytes % 1024 == 0 && kABytes % 1024 == 0, "swizzle atoms 1024-byte aligned");
+  static_assert(Stages >= 3, "a tile in flight beside the one in use and the one being retired");
+};
+using WgmmaLarge = WTiles<2, 4>;   // 128 x 256: 193 KB of shared memory
+using WgmmaMedium = WTiles<1, 5>;  // 64 x 256: 201 KB
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+// Matrix descriptor of a K-major bf16 tile at shared address saddr in the 128-byte swizzle: 8-row groups 1024 bytes
+// apart (stride byte offset), leading byte offset unused by this mode (16).
+__device__ __forceinline__ uint64_t desc_sw128(uint32_t saddr) {
+  return static_cast<uint64_t>((saddr & 0x3FFFF) >> 4) | (uint64_t{16 >> 4} << 16) | (uint64_t{1024 >> 4} << 32) |
+         (uint64_t{1} << 62);
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+// cp.async wrote through the generic proxy; wgmma reads through the async proxy.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+// Keeps the compiler from touching the accumulators across a wgmma wait.
+__device__ __forceinline__ void fence_acc(float (&d)[128]) {
+#pragma unroll
+  for (int i = 0; i < 128; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// acc += A (64 x 16, K-major, descriptor da) x B (256 x 16, K-major, descriptor db)^T.
+__device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t da, uint64_t db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+      "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+      "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
+      "}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(da), "l"(db), "r"(1));
+}
+
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
+template <class C, bool kGated>
+__global__ void __launch_bounds__(C::kThreads, 1) moe_wgmma_kernel(GemmParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ __align__(128) unsigned char wgmma_smem[];
+  const int4 tile = p.tiles[blockIdx.x / p.n_tiles];
+  if (tile.x < 0) return;  // past the routed tiles: block-uniform, before any barrier
+  const uint32_t raw = moe_gemm::smem_addr(wgmma_smem);
+  unsigned char* const smem = wgmma_smem + ((1024 - (raw & 1023)) & 1023);
+  const uint32_t sbase = moe_gemm::smem_addr(smem);
+  const int64_t row0 = tile.y;
+  const int rows = tile.z;
+  const int n_tile = static_cast<int>(blockIdx.x % p.n_tiles);
+  const int tid = threadIdx.x;
+  constexpr int kHalf = C::kBN / 2;
+  const int64_t col0 = int64_t{n_tile} * (kGated ? kHalf : C::kBN);
+
+  // Thread tid copies 16-byte chunk c of tile rows r0 + i kRowsPerPass (all with r % 8 == r0 % 8).
+  const int c = tid & 7, r0 = tid >> 3;
+  const uint32_t dst0 = r0 * 128 + ((c ^ (r0 & 7)) << 4);
+  const uint16_t* a_src[C::kAIters];
+  bool a_ok[C::kAIters];
+#pragma unroll
+  for (int i = 0; i < C::kAIters; ++i) {
+    const int r = r0 + i * C::kRowsPerPass;
+    a_ok[i] = r < rows;  // rows past the expert's count are zeros (never another expert's rows)
+    a_src[i] = p.a + (row0 + (a_ok[i] ? r : 0)) * p.k + c * 8;
+  }
+  const uint16_t* w = static_cast<const uint16_t*>(p.w) + tile.x * p.w_expert_stride;
+  const uint16_t* b_src[C::kBIters];
+  bool b_ok[C::kBIters];
+#pragma unroll
+  for (int i = 0; i < C::kBIters; ++i) {
+    const int s = r0 + i * C::kRowsPerPass;
+    int64_t col, w_row;
+    if constexpr (kGated) {
+      col = col0 + s % kHalf;
+      w_row = col + (s >= kHalf ? p.n : 0);
+    } else {
+      col = col0 + s;
+      w_row = col;
+    }
+    b_ok[i] = col < p.n;
+    b_src[i] = w + (b_ok[i] ? w_row : 0) * p.k + c * 8;
+  }
+  const auto load_stage = [&](int stage, int kt) {
+    const int64_t k_off = int64_t{kt} * C::kBK;
+    const bool k_ok = k_off + c * 8 < p.k;  // k % 8 == 0: a chunk is wholly inside or wholly past k
+    unsigned char* st = smem + stage * C::kStageBytes + dst0;
+#pragma unroll
+    for (int i = 0; i < C::kAIters; ++i) {
+      const bool v = a_ok[i] && k_ok;
+      moe_gemm::cp_async16(st + i * C::kRowsPerPass * 128, v ? a_src[i] + k_off : p.a, v);
+    }
+#pragma unroll
+    for (int i = 0; i < C::kBIters; ++i) {
+      const bool v = b_ok[i] && k_ok;
+      moe_gemm::cp_async16(st + C::kABytes + i * C::kRowsPerPass * 128, v ? b_src[i] + k_off : p.w, v);
+    }
+  };
+
+  float d[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) d[i] = 0.0f;
+  const int k_tiles = static_cast<int>((p.k + C::kBK - 1) / C::kBK);
+  const int wg = tid >> 7;
+  constexpr int kAhead = C::kStages - 2;
+  // One commit group per k tile (empty past the end): at step kt, wait_group<kAhead - 1> means tile kt has landed.
+#pragma unroll
+  for (int s = 0; s < kAhead; ++s) {
+    if (s < k_tiles) load_stage(s, s);
+    moe_gemm::cp_async_commit();
+  }
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    moe_gemm::cp_async_wait<kAhead - 1>();
+    fence_proxy_async();
+    __syncthreads();
+    const int next = kt + kAhead;
+    if (next < k_tiles) load_stage(next % C::kStages, next);
+    moe_gemm::cp_async_commit();
+    const uint32_t st = sbase + (kt % C::kStages) * C::kStageBytes;
+    const uint64_t da = desc_sw128(st + wg * 64 * 128), db = desc_sw128(st + C::kABytes);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < C::kBK / 16; ++kk) wgmma_m64n256k16(d, da + 2 * kk, db + 2 * kk);  // +32 bytes per k16
+    wgmma_commit();
+    wgmma_wait<1>();
+  }
+  wgmma_wait<0>();
+  fence_acc(d);
+  moe_gemm::cp_async_wait<0>();  // only empty groups remain; leave none behind
+
+  const int lane = tid & 31, warp = (tid >> 5) & 3;
+  const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = wg * 64 + warp * 16 + h * 8 + g;
+    if (r >= rows) continue;
+    const int64_t row = row0 + r;
+    if constexpr (kGated) {
+      uint16_t* act = static_cast<uint16_t*>(p.y) + row * p.n;
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const int64_t col = col0 + j * 8 + 2 * t4;
+        if (col >= p.n) continue;  // n % 8 == 0: col + 1 < n as well
+        const float g0 = d[4 * j + 2 * h], g1 = d[4 * j + 2 * h + 1];
+        const float u0 = d[4 * (j + 16) + 2 * h], u1 = d[4 * (j + 16) + 2 * h + 1];
+        *reinterpret_cast<uint32_t*>(act + col) =
+            moe_gemm::pack_bf16(g0 / (1.0f + expf(-g0)) * u0, g1 / (1.0f + expf(-g1)) * u1);
+      }
+    } else {
+      float* y = static_cast<float*>(p.y) + row * p.n;
+#pragma unroll
+      for (int j = 0; j < 32; ++j) {
+        const int64_t col = col0 + j * 8 + 2 * t4;
+        if (col < p.n) *reinterpret_cast<float2*>(y + col) = make_float2(d[4 * j + 2 * h], d[4 * j + 2 * h + 1]);
+      }
+    }
+  }
+#else
+  __trap();  // the host launches this kernel on sm_90a devices only (moe_grouped.cu)
+#endif
+}
+
+}  // namespace dsi::cuda::moe_wgmma
