@@ -31,7 +31,10 @@ using moe_gemm::moe_gemm_kernel;
 using moe_gemm::pack_bf16;
 using moe_gemm::SmallTiles;
 using moe_gemm::WLoad;
+using moe_wgmma::moe_wgmma_fp8_kernel;
 using moe_wgmma::moe_wgmma_kernel;
+using moe_wgmma::WgmmaFp8Large;
+using moe_wgmma::WgmmaFp8Medium;
 using moe_wgmma::WgmmaLarge;
 using moe_wgmma::WgmmaMedium;
 
@@ -366,34 +369,42 @@ Status launch_gemms(CudaContext& ctx, const Problem& pr, int64_t num_tiles_bound
   return launch_gemm<C, false>(ctx, gemm_params(pr, false, C::kBN), fp8, num_tiles_bound);
 }
 
-// Both GEMMs on the warpgroup tensor cores (bf16 weights, sm_90a).
-template <class C>
+// Both GEMMs on the warpgroup tensor cores (sm_90a): C the bf16 tiles, F the FP8 ones of the same height.
+template <class C, class F>
 Status launch_wgmma_gemms(CudaContext& ctx, const Problem& pr, int64_t num_tiles_bound) {
+  static_assert(C::kBM == F::kBM && C::kBN == F::kBN && C::kThreads == F::kThreads);
+  const bool fp8 = pr.a.w_dtype == DType::kF8E4M3;
   for (const bool gated : {true, false}) {
     const GemmParams p = gemm_params(pr, gated, C::kBN);
-    DSI_RETURN_IF_ERROR(launch_checked(gated ? moe_wgmma_kernel<C, true> : moe_wgmma_kernel<C, false>,
-                                       num_tiles_bound * p.n_tiles, C::kThreads, C::kSmemBytes, ctx.stream(), p));
+    const auto kernel = fp8 ? (gated ? moe_wgmma_fp8_kernel<F, true> : moe_wgmma_fp8_kernel<F, false>)
+                            : (gated ? moe_wgmma_kernel<C, true> : moe_wgmma_kernel<C, false>);
+    DSI_RETURN_IF_ERROR(launch_checked(kernel, num_tiles_bound * p.n_tiles, C::kThreads,
+                                       fp8 ? F::kSmemBytes : C::kSmemBytes, ctx.stream(), p));
   }
   return Status::Ok();
 }
 
-// Whether the GEMMs run on the warpgroup tensor cores: bf16 weights, 64- or 128-row tiles, an sm_90 device (the
-// library's sm_90a code; wgmma does not exist in the compute_90 PTX). The caller's choice, else the environment's
+// Whether the GEMMs run on the warpgroup tensor cores: bf16 weights (or FP8 ones, k % 16 == 0), 64- or 128-row
+// tiles, an sm_90 device (the library's sm_90a code; wgmma does not exist in the compute_90 PTX). The caller's choice, else the environment's
 // (DSI_MOE_WGMMA=0 keeps mma.sync), else wherever it can run unless a warp count (an mma.sync tiling) was given.
 // H100, cuda_kernels_test moe_grouped: V2-Lite experts at 4096 tokens 356 against 216 TFLOP/s (128-row tiles), at
 // 512 tokens 115 against 112 (64-row tiles, bound by reading the weights); V3 experts at 1024 rows each 450 against
 // 242.
 Result<bool> use_wgmma(const CudaContext& ctx, const MoeGroupedArgs& a, int64_t bm) {
-  const bool can = a.w_dtype == DType::kBF16 && (bm == 64 || bm == 128) && ctx.props().major == 9 &&
-                   ctx.props().minor == 0 &&
-                   static_cast<size_t>(WgmmaMedium::kSmemBytes) <= ctx.props().sharedMemPerBlockOptin &&
-                   static_cast<size_t>(WgmmaLarge::kSmemBytes) <= ctx.props().sharedMemPerBlockOptin;
+  const size_t smem = std::max<size_t>({WgmmaMedium::kSmemBytes, WgmmaLarge::kSmemBytes, WgmmaFp8Medium::kSmemBytes,
+                                        WgmmaFp8Large::kSmemBytes});
+  // FP8: 16-byte code copies (k % 16 == 0 for both GEMMs).
+  const bool weights = a.w_dtype == DType::kBF16 ||
+                       (a.w_dtype == DType::kF8E4M3 && a.hidden % 16 == 0 && a.inter % 16 == 0);
+  const bool can = weights && (bm == 64 || bm == 128) && ctx.props().major == 9 && ctx.props().minor == 0 &&
+                   smem <= ctx.props().sharedMemPerBlockOptin;
   if (a.gemm_kernel == MoeGemmKernel::kMma) return false;
   if (a.gemm_kernel == MoeGemmKernel::kWgmma) {
     if (!can) {
-      return Status::Unsupported(str_cat("moe_experts_grouped: wgmma needs bf16 weights, block_m 64 or 128 and an ",
-                                         "sm_90 device (have ", dtype_name(a.w_dtype), ", block_m ", bm, ", sm_",
-                                         ctx.props().major, ctx.props().minor, ")"));
+      return Status::Unsupported(str_cat("moe_experts_grouped: wgmma needs bf16 weights or FP8 ones with hidden and ",
+                                         "inter multiples of 16, block_m 64 or 128 and an sm_90 device (have ",
+                                         dtype_name(a.w_dtype), ", hidden ", a.hidden, ", inter ", a.inter,
+                                         ", block_m ", bm, ", sm_", ctx.props().major, ctx.props().minor, ")"));
     }
     return true;
   }
@@ -505,8 +516,8 @@ Status moe_experts_grouped(CudaContext& ctx, const MoeGroupedArgs& a) {
   const Problem pr{.a = a, .l = l};
   const bool four_warps = gemm_warps(a) == 4;
   if (wgmma) {
-    DSI_RETURN_IF_ERROR(bm == 64 ? launch_wgmma_gemms<WgmmaMedium>(ctx, pr, num_tiles_bound)
-                                 : launch_wgmma_gemms<WgmmaLarge>(ctx, pr, num_tiles_bound));
+    DSI_RETURN_IF_ERROR((bm == 64 ? launch_wgmma_gemms<WgmmaMedium, WgmmaFp8Medium>(ctx, pr, num_tiles_bound)
+                                  : launch_wgmma_gemms<WgmmaLarge, WgmmaFp8Large>(ctx, pr, num_tiles_bound)));
   } else {
     switch (bm) {
       case 32:

@@ -441,7 +441,7 @@ void test_grouped_args(CudaContext& ctx) {
   CT_CHECK(name, no_scale.message().find("w2_scale") != std::string::npos);
   a.w_dtype = DType::kF32;
   CT_CHECK(name, code(a) == StatusCode::kUnsupported);
-  // wgmma: bf16 weights and 64- or 128-row tiles only.
+  // wgmma: bf16 weights or FP8 ones with hidden and inter multiples of 16, and 64- or 128-row tiles only.
   a = full;
   a.workspace_bytes = need;
   a.gemm_kernel = cuda::MoeGemmKernel::kWgmma;
@@ -558,7 +558,8 @@ void time_grouped_v3(CudaContext& ctx) {
     auto ws = workspace(ctx, ws_bytes);
     const double flops = 6.0 * static_cast<double>(tokens * kTopK) * kHidden * kInter;
     // warps -1: wgmma (128-row tiles).
-    for (const auto& [fp8, warps] : {std::pair{false, 8}, {false, 4}, {false, -1}, {true, 8}, {true, 4}}) {
+    for (const auto& [fp8, warps] :
+         {std::pair{false, 8}, {false, 4}, {false, -1}, {true, 8}, {true, 4}, {true, -1}}) {
       const std::string name = str_cat("moe_experts_grouped timing V3 tokens=", tokens, " top_k=", kTopK,
                                        " experts=", kExperts, fp8 ? " fp8" : " bf16",
                                        warps > 0 ? str_cat(" warps=", warps) : std::string(" wgmma"));
@@ -628,6 +629,16 @@ void run_moe_grouped_tests(CudaContext& ctx) {
                        .kernel = kW, .unused = 2, .check_every = 16});
     test_grouped(ctx, {.tokens = 160, .top_k = 8, .experts = 10, .hidden = 7168, .inter = 2048, .block_m = bm,
                        .kernel = kW, .check_every = 8});
+    // FP8 weights (k % 16 == 0): 16-byte code copies, partial 128-blocks in both dimensions (hidden 400, inter 144:
+    // gate and up rows of one tile in different scale rows), NaN codes and scales of unused experts, graph replays.
+    test_grouped(ctx, {.tokens = 300, .top_k = 8, .experts = 16, .hidden = 208, .inter = 272, .block_m = bm,
+                       .kernel = kW, .unused = 4, .check_every = 3, .hot = true, .graph = true, .fp8 = true});
+    test_grouped(ctx, {.tokens = 40, .top_k = 4, .experts = 6, .hidden = 400, .inter = 144, .block_m = bm,
+                       .kernel = kW, .unused = 1, .hot = true, .fp8 = true});
+    test_grouped(ctx, {.tokens = 1, .top_k = 1, .experts = 1, .hidden = 16, .inter = 16, .block_m = bm, .kernel = kW,
+                       .skips = false, .fp8 = true});
+    test_grouped(ctx, {.tokens = 160, .top_k = 8, .experts = 10, .hidden = 7168, .inter = 2048, .block_m = bm,
+                       .kernel = kW, .check_every = 8, .fp8 = true});
   }
   // Several row tiles per expert (about 225 rows; the hot one 300), partial k tiles (264 = 33 x 8, 200), with each
   // tile shape; the graph replays move the hot expert, so the row tiles of every expert change.
