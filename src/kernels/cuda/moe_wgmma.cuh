@@ -141,6 +141,21 @@ struct WgmmaALoader {
   }
 };
 
+// This block's row tile {expert or -1, first row, rows}, its first output column and its shared memory aligned to
+// 1024 bytes (the swizzle atoms).
+struct WgmmaBlock {
+  int4 tile;
+  int64_t col0;
+  unsigned char* smem;
+};
+template <int kBN, bool kGated>
+__device__ __forceinline__ WgmmaBlock wgmma_block(const GemmParams& p, unsigned char* raw_smem) {
+  const uint32_t raw = moe_gemm::smem_addr(raw_smem);
+  return {p.tiles[blockIdx.x / p.n_tiles],
+          int64_t{static_cast<int>(blockIdx.x % p.n_tiles)} * (kGated ? kBN / 2 : kBN),
+          raw_smem + ((1024 - (raw & 1023)) & 1023)};
+}
+
 // The 4 wgmma of a 64-wide k tile: the warpgroup's 64 rows of the A tile at a_tile, the B tile at b_tile.
 __device__ __forceinline__ void wgmma_k_tile(float (&d)[128], uint32_t a_tile, uint32_t b_tile) {
   const uint64_t da = desc_sw128(a_tile), db = desc_sw128(b_tile);
@@ -189,15 +204,14 @@ template <class C, bool kGated>
 __global__ void __launch_bounds__(C::kThreads, 1) moe_wgmma_kernel(GemmParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(128) unsigned char wgmma_smem[];
-  const int4 tile = p.tiles[blockIdx.x / p.n_tiles];
-  if (tile.x < 0) return;  // past the routed tiles: block-uniform, before any barrier
-  const uint32_t raw = moe_gemm::smem_addr(wgmma_smem);
-  unsigned char* const smem = wgmma_smem + ((1024 - (raw & 1023)) & 1023);
+  const WgmmaBlock blk = wgmma_block<C::kBN, kGated>(p, wgmma_smem);
+  if (blk.tile.x < 0) return;  // past the routed tiles: block-uniform, before any barrier
+  const int4 tile = blk.tile;
+  unsigned char* const smem = blk.smem;
   const uint32_t sbase = moe_gemm::smem_addr(smem);
-  const int64_t row0 = tile.y;
+  const int64_t row0 = tile.y, col0 = blk.col0;
   const int rows = tile.z;
   const int tid = threadIdx.x;
-  const int64_t col0 = int64_t{static_cast<int>(blockIdx.x % p.n_tiles)} * (kGated ? C::kBN / 2 : C::kBN);
   const WgmmaALoader<C> a_load(p, row0, rows, tid);
   // B: chunk c of tile rows r0 + i kRowsPerPass, like A.
   const uint16_t* w = static_cast<const uint16_t*>(p.w) + tile.x * p.w_expert_stride;
@@ -280,15 +294,14 @@ template <class C, bool kGated>
 __global__ void __launch_bounds__(C::kThreads, 1) moe_wgmma_fp8_kernel(GemmParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(128) unsigned char wgmma_smem[];
-  const int4 tile = p.tiles[blockIdx.x / p.n_tiles];
-  if (tile.x < 0) return;  // past the routed tiles: block-uniform, before any barrier
-  const uint32_t raw = moe_gemm::smem_addr(wgmma_smem);
-  unsigned char* const smem = wgmma_smem + ((1024 - (raw & 1023)) & 1023);
+  const WgmmaBlock blk = wgmma_block<C::kBN, kGated>(p, wgmma_smem);
+  if (blk.tile.x < 0) return;  // past the routed tiles: block-uniform, before any barrier
+  const int4 tile = blk.tile;
+  unsigned char* const smem = blk.smem;
   const uint32_t sbase = moe_gemm::smem_addr(smem);
-  const int64_t row0 = tile.y;
+  const int64_t row0 = tile.y, col0 = blk.col0;
   const int rows = tile.z;
   const int tid = threadIdx.x;
-  const int64_t col0 = int64_t{static_cast<int>(blockIdx.x % p.n_tiles)} * (kGated ? C::kBN / 2 : C::kBN);
   const WgmmaALoader<C> a_load(p, row0, rows, tid);
   const uint8_t* w = static_cast<const uint8_t*>(p.w) + tile.x * p.w_expert_stride;
   // Codes: chunk u = tid + i kThreads is chunk u % 4 = tid % 4 of row u / 4.
