@@ -241,6 +241,9 @@ __global__ void __launch_bounds__(C::kThreads, 1) moe_wgmma_kernel(GemmParams p)
   for (int i = 0; i < 128; ++i) d[i] = 0.0f;
   const int k_tiles = static_cast<int>((p.k + C::kBK - 1) / C::kBK);
   const int wg = tid >> 7;
+  // A warpgroup whose 64 rows are all past the tile's rows (an expert's last, short tile) issues no wgmma: the
+  // tensor cores then run only the other warpgroup's (it still copies and dequantizes its share).
+  const bool busy = wg * 64 < rows;
   constexpr int kAhead = C::kStages - 2;
   // One commit group per k tile (empty past the end): at step kt, wait_group<kAhead - 1> means tile kt has landed.
 #pragma unroll
@@ -256,7 +259,7 @@ __global__ void __launch_bounds__(C::kThreads, 1) moe_wgmma_kernel(GemmParams p)
     if (next < k_tiles) load_stage(next % C::kStages, next);
     moe_gemm::cp_async_commit();
     const uint32_t st = sbase + (kt % C::kStages) * C::kStageBytes;
-    wgmma_k_tile(d, st + wg * 64 * 128, st + C::kABytes);
+    if (busy) wgmma_k_tile(d, st + wg * 64 * 128, st + C::kABytes);
     wgmma_wait<1>();
   }
   wgmma_wait<0>();
@@ -366,6 +369,9 @@ __global__ void __launch_bounds__(C::kThreads, 1) moe_wgmma_fp8_kernel(GemmParam
   for (int i = 0; i < 128; ++i) d[i] = 0.0f;
   const int k_tiles = static_cast<int>((p.k + C::kBK - 1) / C::kBK);
   const int wg = tid >> 7;
+  // A warpgroup whose 64 rows are all past the tile's rows (an expert's last, short tile) issues no wgmma: the
+  // tensor cores then run only the other warpgroup's (it still copies and dequantizes its share).
+  const bool busy = wg * 64 < rows;
   // One commit group per k tile (empty past the end). Prologue: tiles 0 .. kStages - 2, then tile 0 dequantized.
 #pragma unroll
   for (int s = 0; s < C::kStages - 1; ++s) {
@@ -383,8 +389,10 @@ __global__ void __launch_bounds__(C::kThreads, 1) moe_wgmma_fp8_kernel(GemmParam
     const int next = kt + C::kStages - 1;
     if (next < k_tiles) load_stage(next % C::kStages, next);
     moe_gemm::cp_async_commit();
-    wgmma_k_tile(d, sbase + C::kAOff + (kt % C::kStages) * C::kABytes + wg * 64 * 128,
-                 sbase + C::kBOff + (kt & 1) * C::kBBytes);
+    if (busy) {
+      wgmma_k_tile(d, sbase + C::kAOff + (kt % C::kStages) * C::kABytes + wg * 64 * 128,
+                   sbase + C::kBOff + (kt & 1) * C::kBBytes);
+    }
     if (kt + 1 < k_tiles) dequant(kt + 1);
   }
   wgmma_wait<0>();
