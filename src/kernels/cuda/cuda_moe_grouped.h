@@ -46,8 +46,8 @@ struct MoeGroupedArgs {
   // Warps per block of the 64- and 128-row tiles: 8 (64 x 32 or 32 x 32 rows x columns each) or 4 (64 x 64 or
   // 32 x 64); 0 picks (4 for bf16 weights, 8 for FP8; environment DSI_MOE_GEMM_WARPS overrides the pick).
   int gemm_warps = 0;
-  // kAuto: wgmma where it can run and gemm_warps is 0 (environment DSI_MOE_WGMMA=0 keeps mma.sync), else
-  // mma.sync;
+  // kAuto: wgmma for bf16 experts where it can run and gemm_warps is 0 (environment DSI_MOE_WGMMA=0 keeps
+  // mma.sync; DSI_MOE_WGMMA=1 takes wgmma for FP8 experts too, which is not yet the default), else mma.sync;
   // kWgmma where it cannot run is Unsupported.
   MoeGemmKernel gemm_kernel = MoeGemmKernel::kAuto;
   DType w_dtype = DType::kBF16;  // kBF16 or kF8E4M3
