@@ -516,14 +516,21 @@ Result<bool> DMla::attend_naive_batched(CudaContext& ctx, Arena& arena, const fl
   a.v_dim = v;
   a.max_kv_len = b.max_kv_len;
   a.scale = scale;
+  // Device memory for the whole batch; where the pool cannot give it, the per-chunk path needs far less.
   const Arena::Mark mark = arena.mark();
-  DSI_ASSIGN_OR_RETURN(float* lat, arena.floats(total * w));
-  DSI_ASSIGN_OR_RETURN(float* kv, arena.floats(total * kvw));
-  DSI_ASSIGN_OR_RETURN(uint8_t* kb, arena.bytes(total * heads * qk * 2));
-  DSI_ASSIGN_OR_RETURN(uint8_t* vb, arena.bytes(total * heads * v * 2));
-  cu::MlaKvExpandArgs ex{.kv = kv, .lat = lat, .lat_stride = w, .r = r, .k = reinterpret_cast<uint16_t*>(kb),
-                         .v = reinterpret_cast<uint16_t*>(vb), .len = total, .heads = heads, .nope = nope,
-                         .rope_dim = rope_dim, .v_dim = v};
+  auto lat_r = arena.floats(total * w);
+  auto kv_r = lat_r.ok() ? arena.floats(total * kvw) : Result<float*>(lat_r.status());
+  auto kb_r = kv_r.ok() ? arena.bytes(total * heads * qk * 2) : Result<uint8_t*>(kv_r.status());
+  auto vb_r = kb_r.ok() ? arena.bytes(total * heads * v * 2) : Result<uint8_t*>(kb_r.status());
+  if (!vb_r.ok()) {
+    arena.rewind_to(mark);
+    return false;
+  }
+  float* lat = *lat_r;
+  cu::MlaKvExpandArgs ex{.kv = *kv_r, .lat = lat, .lat_stride = w, .r = r,
+                         .k = reinterpret_cast<uint16_t*>(*kb_r), .v = reinterpret_cast<uint16_t*>(*vb_r),
+                         .len = total, .heads = heads, .nope = nope, .rope_dim = rope_dim, .v_dim = v};
+  float* kv = *kv_r;
   a.k_bf16 = ex.k;
   a.v_bf16 = ex.v;
   if (!cu::picks_flash_prefill(a) || !cu::mla_kv_expand_supported(ex)) {
