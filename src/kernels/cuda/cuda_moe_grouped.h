@@ -23,15 +23,23 @@ namespace dsi::cuda {
 // reproducible.
 //
 // Requirements: hidden and inter positive multiples of 8; num_experts <= 1024; num_tokens * top_k <= 2^30;
-// x, w13, w2, out and workspace 16-byte aligned; FP8: w13_scale and w2_scale; workspace of
-// moe_grouped_workspace_bytes. Experts that no pair chooses are never read (weights nor scales). Five kernels on
-// the context's stream, no allocation, no synchronization.
+// x (or x_bf16), w13, w2, out and workspace 16-byte aligned; FP8: w13_scale and w2_scale; workspace of
+// moe_grouped_workspace_bytes. Experts that no pair chooses are never read (weights nor scales). At most five
+// kernels on the context's stream, no allocation, no synchronization.
 // The tensor-core instructions of the two GEMMs: mma.sync (any tile shape, bf16 or FP8 weights) or Hopper's
 // warpgroup wgmma (bf16 weights, 64- or 128-row tiles, sm_90 devices).
 enum class MoeGemmKernel { kAuto, kMma, kWgmma };
+// How gemm 1 gets its rows: kCopy, a kernel copies x into a permuted matrix A [pairs, hidden] bf16 first; kInLoader,
+// gemm 1 reads each row of x (as bf16, [num_tokens, hidden]) in place through the plan's token of each row (no
+// copy: the pairs' rows are written and read back once less). kAuto: kInLoader with DSI_MOE_FUSED_GATHER=1, else
+// kCopy (the in-loader gather has not yet run on a GPU). Both give the same bits.
+enum class MoeGather { kAuto, kCopy, kInLoader };
 
 struct MoeGroupedArgs {
   const float* x = nullptr;        // [num_tokens, hidden]
+  // Optional: x already rounded to bf16 (round to nearest even; [num_tokens, hidden], 16-byte aligned), e.g. shared
+  // with the shared expert's GEMM; the call then never reads x.
+  const uint16_t* x_bf16 = nullptr;
   const int32_t* ids = nullptr;    // [num_tokens, top_k]
   const float* weights = nullptr;  // [num_tokens, top_k]
   const void* w13 = nullptr;       // [num_experts, 2 * inter, hidden] bf16 or e4m3
@@ -50,6 +58,7 @@ struct MoeGroupedArgs {
   // mma.sync; DSI_MOE_WGMMA=1 takes wgmma for FP8 experts too, which is not yet the default), else mma.sync;
   // kWgmma where it cannot run is Unsupported.
   MoeGemmKernel gemm_kernel = MoeGemmKernel::kAuto;
+  MoeGather gather = MoeGather::kAuto;
   DType w_dtype = DType::kBF16;  // kBF16 or kF8E4M3
   // FP8 only: per expert (contiguous blocks) the scales of W13 (gate rows then up rows; row i's scale row is
   // i / 128 over all 2 * inter rows) and of W2, as MoeExpertsArgs.

@@ -1,7 +1,10 @@
 // MoE routed experts as grouped GEMMs (cuda_moe_grouped.h). Launches on the context's stream:
 //   plan:    one block groups the pairs by expert (stably: pair order within an expert) and writes each pair's row
-//            in the permuted matrices, plus a table of row tiles {expert, first row, rows} of BM rows each.
+//            in the permuted matrices and each row's token, plus a table of row tiles {expert, first row, rows} of
+//            BM rows each.
 //   gather:  A[row(p)] = bf16(x[t])                                     A   [rows, hidden] bf16
+//            (MoeGather::kInLoader: no A; xb = bf16(x) [tokens, hidden] unless the caller has it, and gemm 1 reads
+//            row r of A as xb[token(r)])
 //   gemm 1:  act = silu(A W13[e][gate]^T) * (A W13[e][up]^T)            act [rows, inter]  bf16
 //   gemm 2:  Y = act W2[e]^T                                            Y   [rows, hidden] f32 (over A: dead by then)
 //   combine: out[t] += sum_j weights[t, j] Y[row(t, j)]                  (in j order)
@@ -52,8 +55,9 @@ constexpr int64_t kScaleBlock = 128;  // DeepSeek's FP8 scale blocks: 128 x 128 
 
 struct Layout {
   size_t row_of_pair = 0;  // int32 [pairs]: the pair's row in A, act and Y; -1 for a skipped pair
+  size_t token_of_row = 0; // int32 [pairs]: the token of each row (rows past the last are not written)
   size_t tiles = 0;        // int4 [max_tiles(pairs, num_experts, kMinBlockM)]: {expert or -1, row0, rows, 0}
-  size_t a_y = 0;          // A bf16 [pairs, hidden], then Y f32 [pairs, hidden]
+  size_t a_y = 0;          // A bf16 [pairs, hidden] (or bf16(x) [tokens, hidden]), then Y f32 [pairs, hidden]
   size_t act = 0;          // bf16 [pairs, inter]
   size_t total = 0;
 };
@@ -74,6 +78,7 @@ Layout layout(int64_t pairs, int64_t num_experts, int64_t hidden, int64_t inter)
   };
   const auto n = [](int64_t v) { return static_cast<size_t>(v); };
   l.row_of_pair = take(n(pairs) * sizeof(int32_t));
+  l.token_of_row = take(n(pairs) * sizeof(int32_t));
   l.tiles = take(n(max_tiles(pairs, num_experts, kMinBlockM)) * sizeof(int4));
   l.a_y = take(n(pairs) * n(hidden) * sizeof(float));
   l.act = take(n(pairs) * n(inter) * sizeof(uint16_t));
@@ -86,8 +91,9 @@ Layout layout(int64_t pairs, int64_t num_experts, int64_t hidden, int64_t inter)
 struct PlanParams {
   const int32_t* ids;    // [pairs]
   int32_t* row_of_pair;  // [pairs]
+  int32_t* token_of_row; // [pairs]
   int4* tiles;           // [num_tiles_bound]
-  int pairs, num_experts, bm, num_tiles_bound;
+  int pairs, num_experts, bm, num_tiles_bound, top_k;
 };
 
 // Exclusive prefix sums of v (both fields) over the block of kPlanThreads; *total gets the sums.
@@ -190,7 +196,9 @@ __global__ void __launch_bounds__(kPlanThreads) moe_plan_kernel(PlanParams p) {
       const int done = e >= 0 ? warp_cnt[e] : 0;  // pairs of e before this step
       __syncwarp();                               // every peer has read warp_cnt[e] before the leader moves it
       if (e >= 0) {
-        p.row_of_pair[q] = row_start[e] + done + __popc(peers & ((1u << lane) - 1u));
+        const int row = row_start[e] + done + __popc(peers & ((1u << lane) - 1u));
+        p.row_of_pair[q] = row;
+        p.token_of_row[row] = q / p.top_k;
         if (lane == __ffs(peers) - 1) warp_cnt[e] = done + __popc(peers);
       } else if (q < end) {
         p.row_of_pair[q] = -1;
@@ -222,17 +230,28 @@ __global__ void __launch_bounds__(kPlanThreads) moe_plan_kernel(PlanParams p) {
 
 // ---- Gather and combine (one block per token) -------------------------------------------------------------------
 
-__global__ void __launch_bounds__(kRowThreads) moe_gather_kernel(const float* x, const int32_t* row_of_pair,
+// Eight elements of a row as bf16 (16-byte aligned).
+__device__ __forceinline__ uint4 load_bf16x8(const float* x) {
+  const float4 lo = __ldg(reinterpret_cast<const float4*>(x)), hi = __ldg(reinterpret_cast<const float4*>(x) + 1);
+  return make_uint4(pack_bf16(lo.x, lo.y), pack_bf16(lo.z, lo.w), pack_bf16(hi.x, hi.y), pack_bf16(hi.z, hi.w));
+}
+__device__ __forceinline__ uint4 load_bf16x8(const uint16_t* x) { return __ldg(reinterpret_cast<const uint4*>(x)); }
+
+// Token t's row of x (f32 or bf16) as bf16 into row row(p) of A for each of its pairs p, or into row t of A when
+// row_of_pair is null (bf16(x) for the in-loader gather).
+template <class Src>
+__global__ void __launch_bounds__(kRowThreads) moe_gather_kernel(const Src* x, const int32_t* row_of_pair,
                                                                  int64_t top_k, int64_t hidden, uint16_t* a) {
   const int64_t t = blockIdx.x, chunks = hidden / 8;
-  const float4* x4 = reinterpret_cast<const float4*>(x + t * hidden);
-  const int32_t* rows = row_of_pair + t * top_k;
+  const Src* xt = x + t * hidden;
   for (int64_t c = threadIdx.x; c < chunks; c += kRowThreads) {
-    const float4 lo = __ldg(x4 + 2 * c), hi = __ldg(x4 + 2 * c + 1);
-    const uint4 v = make_uint4(pack_bf16(lo.x, lo.y), pack_bf16(lo.z, lo.w), pack_bf16(hi.x, hi.y),
-                               pack_bf16(hi.z, hi.w));
+    const uint4 v = load_bf16x8(xt + 8 * c);
+    if (row_of_pair == nullptr) {
+      *reinterpret_cast<uint4*>(a + t * hidden + 8 * c) = v;
+      continue;
+    }
     for (int64_t j = 0; j < top_k; ++j) {
-      const int32_t r = __ldg(rows + j);
+      const int32_t r = __ldg(row_of_pair + t * top_k + j);
       if (r >= 0) *reinterpret_cast<uint4*>(a + int64_t{r} * hidden + 8 * c) = v;
     }
   }
@@ -320,6 +339,8 @@ Status launch_checked(Kernel kernel, int64_t blocks, int threads, size_t smem, c
 struct Problem {
   const MoeGroupedArgs& a;
   const Layout& l;
+  const uint16_t* a1;       // gemm 1's A: the gathered rows, or bf16(x) read through a1_rows
+  const int32_t* a1_rows;   // null, or the token of each row (MoeGather::kInLoader)
 };
 
 uint16_t* act_of(const Problem& pr) {
@@ -351,10 +372,10 @@ GemmParams gemm_params(const Problem& pr, bool gated, int bn) {
   const MoeGroupedArgs& a = pr.a;
   const int64_t hidden_blocks = ceil_div(a.hidden, kScaleBlock), inter_blocks = ceil_div(a.inter, kScaleBlock);
   if (gated) {
-    return {.a = reinterpret_cast<const uint16_t*>(ay_of(pr)), .w = a.w13, .w_scale = a.w13_scale, .y = act_of(pr),
+    return {.a = pr.a1, .w = a.w13, .w_scale = a.w13_scale, .y = act_of(pr),
             .tiles = tiles_of(pr), .n = a.inter, .k = a.hidden, .w_expert_stride = 2 * a.inter * a.hidden,
             .scale_expert_stride = ceil_div(2 * a.inter, kScaleBlock) * hidden_blocks, .k_blocks = hidden_blocks,
-            .n_tiles = static_cast<int>(ceil_div(a.inter, bn / 2))};
+            .n_tiles = static_cast<int>(ceil_div(a.inter, bn / 2)), .a_rows = pr.a1_rows};
   }
   return {.a = act_of(pr), .w = a.w2, .w_scale = a.w2_scale, .y = ay_of(pr), .tiles = tiles_of(pr), .n = a.hidden,
           .k = a.inter, .w_expert_stride = a.hidden * a.inter, .scale_expert_stride = hidden_blocks * inter_blocks,
@@ -419,6 +440,16 @@ Result<bool> use_wgmma(const CudaContext& ctx, const MoeGroupedArgs& a, int64_t 
   return can && env != 0 && fp8_ok && a.gemm_warps == 0;  // a warp count asks for the mma.sync tiles
 }
 
+// Whether gemm 1 reads the rows of x in place: the caller's choice, else DSI_MOE_FUSED_GATHER=1.
+bool gather_in_loader(const MoeGroupedArgs& a) {
+  if (a.gather != MoeGather::kAuto) return a.gather == MoeGather::kInLoader;
+  static const bool env = [] {
+    const char* v = std::getenv("DSI_MOE_FUSED_GATHER");
+    return v != nullptr && std::string_view(v) == "1";
+  }();
+  return env;
+}
+
 }  // namespace
 
 size_t moe_grouped_workspace_bytes(int64_t num_tokens, int64_t top_k, int64_t num_experts, int64_t hidden,
@@ -462,7 +493,9 @@ Status moe_experts_grouped(CudaContext& ctx, const MoeGroupedArgs& a) {
     const void* p;
     const char* name;
     bool vec;  // read or written in 16-byte vectors: 16-byte alignment
-  } ptrs[] = {{a.x, "x", true},   {a.ids, "ids", false}, {a.weights, "weights", false}, {a.w13, "w13", true},
+  } ptrs[] = {{a.x_bf16 != nullptr ? static_cast<const void*>(a.x_bf16) : a.x,
+               a.x_bf16 != nullptr ? "x_bf16" : "x", true},
+              {a.ids, "ids", false}, {a.weights, "weights", false}, {a.w13, "w13", true},
               {a.w2, "w2", true}, {a.out, "out", true},  {a.workspace, "workspace", true}};
   for (const auto& p : ptrs) {
     if (p.p == nullptr) return Status::InvalidArgument(str_cat("moe_experts_grouped: ", p.name, " is null"));
@@ -504,20 +537,33 @@ Status moe_experts_grouped(CudaContext& ctx, const MoeGroupedArgs& a) {
   char* ws = static_cast<char*>(a.workspace);
   int32_t* row_of_pair = reinterpret_cast<int32_t*>(ws + l.row_of_pair);
 
-  const PlanParams plan{.ids = a.ids, .row_of_pair = row_of_pair, .tiles = reinterpret_cast<int4*>(ws + l.tiles),
-                        .pairs = static_cast<int>(pairs), .num_experts = static_cast<int>(a.num_experts),
-                        .bm = static_cast<int>(bm), .num_tiles_bound = static_cast<int>(num_tiles_bound)};
+  int32_t* token_of_row = reinterpret_cast<int32_t*>(ws + l.token_of_row);
+  const PlanParams plan{.ids = a.ids, .row_of_pair = row_of_pair, .token_of_row = token_of_row,
+                        .tiles = reinterpret_cast<int4*>(ws + l.tiles), .pairs = static_cast<int>(pairs),
+                        .num_experts = static_cast<int>(a.num_experts), .bm = static_cast<int>(bm),
+                        .num_tiles_bound = static_cast<int>(num_tiles_bound), .top_k = static_cast<int>(a.top_k)};
   DSI_CUDA_RETURN_IF_ERROR(
       cudaFuncSetAttribute(moe_plan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(plan_smem)));
   moe_plan_kernel<<<1, kPlanThreads, plan_smem, ctx.stream()>>>(plan);
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
 
   const auto blocks = static_cast<unsigned>(a.num_tokens);  // < 2^30
-  moe_gather_kernel<<<blocks, kRowThreads, 0, ctx.stream()>>>(a.x, row_of_pair, a.top_k, a.hidden,
-                                                              reinterpret_cast<uint16_t*>(ws + l.a_y));
-  DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  uint16_t* a_rows = reinterpret_cast<uint16_t*>(ws + l.a_y);
+  const bool in_loader = gather_in_loader(a);
+  // In the loader: bf16(x) [tokens, hidden] (the caller's, or converted here into the A / Y space, which gemm 2
+  // overwrites only after gemm 1 has read it). Else the pairs' rows copied into A.
+  const uint16_t* a1 = in_loader && a.x_bf16 != nullptr ? a.x_bf16 : a_rows;
+  if (!(in_loader && a.x_bf16 != nullptr)) {
+    const int32_t* scatter = in_loader ? nullptr : row_of_pair;
+    if (a.x_bf16 != nullptr) {
+      moe_gather_kernel<<<blocks, kRowThreads, 0, ctx.stream()>>>(a.x_bf16, scatter, a.top_k, a.hidden, a_rows);
+    } else {
+      moe_gather_kernel<<<blocks, kRowThreads, 0, ctx.stream()>>>(a.x, scatter, a.top_k, a.hidden, a_rows);
+    }
+    DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
+  }
 
-  const Problem pr{.a = a, .l = l};
+  const Problem pr{.a = a, .l = l, .a1 = a1, .a1_rows = in_loader ? token_of_row : nullptr};
   const bool four_warps = gemm_warps(a) == 4;
   if (wgmma) {
     DSI_RETURN_IF_ERROR((bm == 64 ? launch_wgmma_gemms<WgmmaMedium, WgmmaFp8Medium>(ctx, pr, num_tiles_bound)

@@ -149,7 +149,14 @@ struct GemmParams {
   int64_t scale_expert_stride;  // FP8: scales per expert
   int64_t k_blocks;             // FP8: ceil(k / 128)
   int n_tiles;
+  // Gemm 1 reading x in place: A row r is row a_rows[r] of a (the pair's token); nullptr: row r itself.
+  const int32_t* a_rows = nullptr;
 };
+
+// The row of a that valid tile row `row` (a row of the grouped matrices) reads.
+__device__ __forceinline__ int64_t a_source_row(const GemmParams& p, int64_t row) {
+  return p.a_rows != nullptr ? int64_t{__ldg(p.a_rows + row)} : row;
+}
 
 struct BRow {
   int64_t col, w_row;  // output column; weight row (col < n means valid)
@@ -325,7 +332,7 @@ __global__ void __launch_bounds__(C::kThreads, 2) moe_gemm_kernel(GemmParams p) 
   for (int i = 0; i < kAIters; ++i) {
     const int r = row_in_pass + i * C::kRowsPerPass;
     a_ok[i] = r < rows;  // rows past the expert's count are zeros (never another expert's rows)
-    a_src[i] = p.a + (row0 + (a_ok[i] ? r : 0)) * p.k + kc * 8;
+    a_src[i] = p.a + (a_ok[i] ? a_source_row(p, row0 + r) : 0) * p.k + kc * 8;
   }
   const auto load_a = [&](uint16_t* as, int64_t k_off) {
     const bool k_ok = k_off + kc * 8 < p.k;  // k % 8 == 0: a chunk is wholly inside or wholly past k

@@ -128,7 +128,7 @@ struct WgmmaALoader {
     for (int i = 0; i < C::kAIters; ++i) {
       const int r = r0 + i * C::kRowsPerPass;
       ok[i] = r < rows;  // rows past the expert's count are zeros (never another expert's rows)
-      src[i] = p.a + (row0 + (ok[i] ? r : 0)) * p.k + c * 8;
+      src[i] = p.a + (ok[i] ? moe_gemm::a_source_row(p, row0 + r) : 0) * p.k + c * 8;
     }
   }
   __device__ void load(unsigned char* tile, int64_t k_off, const GemmParams& p) const {

@@ -176,10 +176,17 @@ Status DLinear::forward_silu_mul(CudaContext& ctx, const float* gate_up, int64_t
   return cu::gemv_bf16_silu_mul(ctx, matmul_args(gate_up, m, y, 2 * k, 0));
 }
 
-Status DMlp::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out) const {
+Status DMlp::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out,
+                     const uint16_t* x_bf16) const {
   DSI_ASSIGN_OR_RETURN(float* gu, arena.floats(m * 2 * inter));
   DSI_ASSIGN_OR_RETURN(float* act, arena.floats(m * inter));
-  DSI_RETURN_IF_ERROR(gate_up.forward(ctx, arena, x, m, gu));
+  if (x_bf16 != nullptr && takes_bf16_input(m)) {
+    // What gate_up.forward does for these m (cuBLASLt on bf16(x)), without rounding x again.
+    DSI_RETURN_IF_ERROR(cu::gemm_bf16(ctx, {.x = x_bf16, .w = static_cast<const uint16_t*>(gate_up.w), .y = gu,
+                                            .y_dtype = DType::kF32, .m = m, .n = gate_up.n, .k = gate_up.k}));
+  } else {
+    DSI_RETURN_IF_ERROR(gate_up.forward(ctx, arena, x, m, gu));
+  }
   profile_mark(ctx, "mlp_gate_up");
   if (down.fuses_silu_mul(m)) {
     // Decode rows: the down GEMV forms silu(gate) * up as it stages its input (one kernel less).
@@ -333,15 +340,8 @@ Status DMla::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
     DSI_RETURN_IF_ERROR(cu::rope(ctx, rp));
     DSI_RETURN_IF_ERROR(cu::kv_write(ctx, {.src = lat, .src_stride = fw, .pool = pool, .row_width = lw(),
                                            .col0 = 0, .width = lw(), .slots = b.slots, .num_tokens = t}));
-    // Contiguous queries [t, heads, qk] for the naive path (one token is contiguous at any row stride).
-    float* qc = q;
-    if (q_stride != qw && t > 1) {
-      DSI_ASSIGN_OR_RETURN(qc, arena.floats(t * qw));
-      DSI_RETURN_IF_ERROR(cu::copy_3d(ctx, {.src = q, .dst = qc, .n0 = t, .n1 = 1, .width = qw, .s0 = q_stride,
-                                            .s1 = 0, .d0 = qw, .d1 = 0}));
-    }
     profile_mark(ctx, "mla_q_rope_kv");
-    DSI_RETURN_IF_ERROR(attend_naive(ctx, arena, qc, b, attn));
+    DSI_RETURN_IF_ERROR(attend_naive(ctx, arena, q, q_stride, b, attn));
   }
   profile_mark(ctx, absorbed ? "mla_absorbed" : "mla_naive");
   DSI_RETURN_IF_ERROR(o.forward(ctx, arena, attn, t, out));
@@ -409,9 +409,10 @@ namespace {
 constexpr int64_t kNaiveBatchBytes = int64_t{1} << 30;
 }  // namespace
 
-Status DMla::attend_naive(CudaContext& ctx, Arena& arena, const float* q, const BatchMeta& b, float* attn) const {
+Status DMla::attend_naive(CudaContext& ctx, Arena& arena, const float* q, int64_t q_stride, const BatchMeta& b,
+                          float* attn) const {
   const int64_t qk = nope + rope_dim, w = lw(), kvw = heads * (nope + v);
-  DSI_ASSIGN_OR_RETURN(const bool batched, attend_naive_batched(ctx, arena, q, b, attn));
+  DSI_ASSIGN_OR_RETURN(const bool batched, attend_naive_batched(ctx, arena, q, q_stride, b, attn));
   if (batched) return Status::Ok();
   int64_t row = 0;
   const Arena::Mark mark = arena.mark();
@@ -424,8 +425,8 @@ Status DMla::attend_naive(CudaContext& ctx, Arena& arena, const float* q, const 
                                               w, lat));
     DSI_RETURN_IF_ERROR(kv_b.forward(ctx, arena, lat, kv_len, kv, w));
     cu::PagedAttentionArgs a;
-    a.q = q + row * heads * qk;
-    a.q_token_stride = heads * qk;
+    a.q = q + row * q_stride;
+    a.q_token_stride = q_stride;
     a.q_head_stride = qk;
     a.k_token_stride = heads * qk;
     a.k_head_stride = qk;
@@ -476,8 +477,8 @@ Status DMla::attend_naive(CudaContext& ctx, Arena& arena, const float* q, const 
   return Status::Ok();
 }
 
-Result<bool> DMla::attend_naive_batched(CudaContext& ctx, Arena& arena, const float* q, const BatchMeta& b,
-                                        float* attn) const {
+Result<bool> DMla::attend_naive_batched(CudaContext& ctx, Arena& arena, const float* q, int64_t q_stride,
+                                        const BatchMeta& b, float* attn) const {
   const int64_t qk = nope + rope_dim, w = lw(), kvw = heads * (nope + v);
   static const bool enabled = [] {
     const char* e = std::getenv("DSI_CUDA_MLA_BATCH");
@@ -495,7 +496,7 @@ Result<bool> DMla::attend_naive_batched(CudaContext& ctx, Arena& arena, const fl
   // One call over all chunks: their contexts back to back (row kv_starts[c] + p is position p of chunk c).
   cu::PagedAttentionArgs a;
   a.q = q;
-  a.q_token_stride = heads * qk;
+  a.q_token_stride = q_stride;
   a.q_head_stride = qk;
   a.k_token_stride = heads * qk;
   a.k_head_stride = qk;
@@ -642,8 +643,15 @@ Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, 
     profile_mark(ctx, "moe_experts_gemv");
     return Status::Ok();
   }
+  // Prefill: x rounded to bf16 once, for the shared experts' GEMM and the grouped experts' first GEMM.
+  uint16_t* x_bf16 = nullptr;
+  if (how == Path::kGrouped && has_shared && shared.takes_bf16_input(m) && hidden % 8 == 0) {
+    DSI_ASSIGN_OR_RETURN(uint8_t* xb, arena.bytes(m * hidden * 2));
+    x_bf16 = reinterpret_cast<uint16_t*>(xb);
+    DSI_RETURN_IF_ERROR(cu::f32_to_bf16(ctx, x, x_bf16, m, hidden, hidden));
+  }
   if (has_shared) {
-    DSI_RETURN_IF_ERROR(shared.forward(ctx, arena, x, m, out));
+    DSI_RETURN_IF_ERROR(shared.forward(ctx, arena, x, m, out, x_bf16));
   } else {
     DSI_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, static_cast<size_t>(m * hidden) * sizeof(float), ctx.stream()));
   }
@@ -655,8 +663,8 @@ Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, 
     const size_t ws_bytes = cu::moe_grouped_workspace_bytes(m, top_k, experts, hidden, inter);
     DSI_ASSIGN_OR_RETURN(uint8_t* ws, arena.bytes(static_cast<int64_t>(ws_bytes)));
     DSI_RETURN_IF_ERROR(cu::moe_experts_grouped(
-        ctx, {.x = x, .ids = ids, .weights = weights, .w13 = w13, .w2 = w2, .out = out, .workspace = ws,
-              .workspace_bytes = ws_bytes, .num_tokens = m, .top_k = top_k, .num_experts = experts,
+        ctx, {.x = x, .x_bf16 = x_bf16, .ids = ids, .weights = weights, .w13 = w13, .w2 = w2, .out = out,
+              .workspace = ws, .workspace_bytes = ws_bytes, .num_tokens = m, .top_k = top_k, .num_experts = experts,
               .hidden = hidden, .inter = inter, .w_dtype = dtype, .w13_scale = w13_scale,
               .w2_scale = w2_scale}));
     profile_mark(ctx, "moe_experts_grouped");

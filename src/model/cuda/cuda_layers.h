@@ -73,7 +73,13 @@ struct DMlp {
   DLinear gate_up;  // [2 * inter, hidden]: gate rows then up rows
   DLinear down;     // [hidden, inter]
   int64_t inter = 0;
-  Status forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out) const;
+  // x_bf16: optional, x rounded to bf16 ([m, hidden]) by the caller for a bf16 gate_up without bias, m > 1 (the
+  // GEMM then reads it instead of rounding x again; the same bits).
+  Status forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out,
+                 const uint16_t* x_bf16 = nullptr) const;
+  bool takes_bf16_input(int64_t m) const {
+    return m > 1 && gate_up.dtype == DType::kBF16 && gate_up.bias == nullptr && gate_up.k % 8 == 0;
+  }
 };
 
 struct DRope {
@@ -129,11 +135,13 @@ struct DMla {
   // q: [t, heads, nope + rope] at row stride q_stride; q_lat: [t, heads, r + rope] with its rope columns filled.
   Status attend_absorbed(CudaContext& ctx, Arena& arena, const float* q, int64_t q_stride, float* q_lat,
                          const BatchMeta& b, float* attn) const;
-  Status attend_naive(CudaContext& ctx, Arena& arena, const float* q, const BatchMeta& b, float* attn) const;
+  // q as for attend_absorbed (the attention kernels read it at its row stride: no contiguous copy).
+  Status attend_naive(CudaContext& ctx, Arena& arena, const float* q, int64_t q_stride, const BatchMeta& b,
+                      float* attn) const;
   // A prefill batch of several chunks in one expansion and one attention call; false (nothing queued) where the
   // batch does not qualify (a short chunk, too large, or a shape the kernels do not take).
-  Result<bool> attend_naive_batched(CudaContext& ctx, Arena& arena, const float* q, const BatchMeta& b,
-                                    float* attn) const;
+  Result<bool> attend_naive_batched(CudaContext& ctx, Arena& arena, const float* q, int64_t q_stride,
+                                    const BatchMeta& b, float* attn) const;
 };
 
 struct DMoe {

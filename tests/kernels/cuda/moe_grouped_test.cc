@@ -45,6 +45,7 @@ struct GroupedCase {
   int64_t block_m = 0;       // 0: the launcher's choice
   int gemm_warps = 0;        // 0: the launcher's choice
   cuda::MoeGemmKernel kernel = cuda::MoeGemmKernel::kAuto;
+  cuda::MoeGather gather = cuda::MoeGather::kAuto;  // of the reference-checked call and its graph
   int64_t unused = 0;        // the last `unused` experts are chosen by no pair
   int64_t check_every = 1;   // reference rows: tokens t % check_every == 0 (large shapes)
   bool skips = true;         // some pairs routed to -1 and num_experts; token 2 routes one expert twice
@@ -313,7 +314,9 @@ std::string case_name(const GroupedCase& c) {
                  c.all_skipped ? " all-skipped" : "", c.fp8 ? " fp8" : "",
                  c.gemm_warps > 0 ? str_cat(" warps=", c.gemm_warps) : std::string(),
                  c.kernel == cuda::MoeGemmKernel::kWgmma ? " wgmma"
-                 : c.kernel == cuda::MoeGemmKernel::kMma ? " mma" : "");
+                 : c.kernel == cuda::MoeGemmKernel::kMma ? " mma" : "",
+                 c.gather == cuda::MoeGather::kInLoader ? " in-loader"
+                 : c.gather == cuda::MoeGather::kCopy   ? " copy" : "");
 }
 
 void test_grouped(CudaContext& ctx, const GroupedCase& c) {
@@ -338,6 +341,7 @@ void test_grouped(CudaContext& ctx, const GroupedCase& c) {
                          .hidden = c.hidden, .inter = c.inter, .block_m = c.block_m};
   a.gemm_warps = c.gemm_warps;
   a.gemm_kernel = c.kernel;
+  a.gather = c.gather;
   if (c.fp8) {
     a.w13 = dc13.get();
     a.w2 = dc2.get();
@@ -355,6 +359,26 @@ void test_grouped(CudaContext& ctx, const GroupedCase& c) {
   poison(ctx, ws);
   CT_TRY(name, cuda::moe_experts_grouped(ctx, a));
   report(name + " rerun (fraction of bits differing)", fraction_differing_bits(download(ctx, dout, out_n), got), 0.0);
+
+  // Each way of feeding gemm 1 (rows copied into A, or read from x in place through the plan's token of each row;
+  // from f32 x or from the caller's bf16 x) gives the same bits.
+  auto dxb = upload(ctx, to_bf16(in.x));
+  for (const auto gather : {cuda::MoeGather::kCopy, cuda::MoeGather::kInLoader}) {
+    for (const bool from_bf16 : {false, true}) {
+      cuda::MoeGroupedArgs g = a;
+      g.gather = gather;
+      if (from_bf16) {
+        g.x = nullptr;  // x_bf16 alone must do
+        g.x_bf16 = dxb.get();
+      }
+      const std::string gname = str_cat(name, gather == cuda::MoeGather::kCopy ? " gather=copy" : " gather=in-loader",
+                                        from_bf16 ? " x_bf16" : "");
+      copy_to(ctx, dout, in.out0);
+      poison(ctx, ws);
+      CT_TRY(gname, cuda::moe_experts_grouped(ctx, g));
+      report(gname + " (fraction of bits differing)", fraction_differing_bits(download(ctx, dout, out_n), got), 0.0);
+    }
+  }
 
   if (!c.graph) return;
   // Capture once, replay with the captured ids, then with other ids written into the same device buffer: the
@@ -431,6 +455,13 @@ void test_grouped_args(CudaContext& ctx) {
   a.workspace_bytes = need;
   a.out = static_cast<float*>(p) + 1;  // 4-byte aligned only
   CT_CHECK(name, cuda::moe_experts_grouped(ctx, a).message().find("out is not 16-byte aligned") != std::string::npos);
+  // bf16 x in place of x: checked instead of x (which may then be null).
+  a = full;
+  a.workspace_bytes = need;
+  a.x = nullptr;
+  a.x_bf16 = static_cast<const uint16_t*>(p) + 4;  // 8-byte aligned only
+  CT_CHECK(name, cuda::moe_experts_grouped(ctx, a).message().find("x_bf16 is not 16-byte aligned") !=
+                     std::string::npos);
   // FP8: scales required; other weight types refused.
   a = full;
   a.workspace_bytes = need;
@@ -509,6 +540,22 @@ void time_grouped(CudaContext& ctx) {
       a.gemm_warps = std::max(warps, 0);
       a.gemm_kernel = warps < 0 ? cuda::MoeGemmKernel::kWgmma
                       : warps > 0 ? cuda::MoeGemmKernel::kMma : cuda::MoeGemmKernel::kAuto;
+      double us = 0.0;
+      CT_TRY(name, time_calls(ctx, [&] { return cuda::moe_experts_grouped(ctx, a); }, &us));
+      std::printf("INFO %s: %.1f us/call, %.1f TFLOP/s\n", name.c_str(), us, flops / us * 1e-6);
+    }
+    // The launcher's tiles with each gather: rows copied, read in place from f32 x (converted here), from bf16 x.
+    auto dxb = upload(ctx, to_bf16(random_f32(tokens * kHidden)));
+    for (const int form : {0, 1, 2}) {
+      const std::string name = str_cat("moe_experts_grouped timing V2-Lite tokens=", tokens, " top_k=", kTopK,
+                                       " block_m=auto gather=", form == 0 ? "copy" : "in-loader",
+                                       form == 2 ? " x_bf16" : "");
+      cuda::MoeGroupedArgs a{.x = dx.get(), .ids = dids.get(), .weights = dw.get(), .w13 = dw13.get(),
+                             .w2 = dw2.get(), .out = dout.get(), .workspace = ws.get(),
+                             .workspace_bytes = ws_bytes, .num_tokens = tokens, .top_k = kTopK,
+                             .num_experts = kExperts, .hidden = kHidden, .inter = kInter};
+      a.gather = form == 0 ? cuda::MoeGather::kCopy : cuda::MoeGather::kInLoader;
+      if (form == 2) a.x_bf16 = dxb.get();
       double us = 0.0;
       CT_TRY(name, time_calls(ctx, [&] { return cuda::moe_experts_grouped(ctx, a); }, &us));
       std::printf("INFO %s: %.1f us/call, %.1f TFLOP/s\n", name.c_str(), us, flops / us * 1e-6);
@@ -646,6 +693,14 @@ void run_moe_grouped_tests(CudaContext& ctx) {
     test_grouped(ctx, {.tokens = 300, .top_k = 6, .experts = 8, .hidden = 264, .inter = 200, .block_m = bm,
                        .hot = true, .graph = bm == 0 || bm == 32});
   }
+  // Graph replays with new ids while gemm 1 reads x in place: the rows' tokens come from the replayed plan.
+  for (const int64_t bm : {32, 128}) {
+    test_grouped(ctx, {.tokens = 300, .top_k = 6, .experts = 8, .hidden = 264, .inter = 200, .block_m = bm,
+                       .gather = cuda::MoeGather::kInLoader, .hot = true, .graph = true});
+  }
+  test_grouped(ctx, {.tokens = 300, .top_k = 8, .experts = 16, .hidden = 208, .inter = 272, .block_m = 128,
+                     .kernel = cuda::MoeGemmKernel::kWgmma, .gather = cuda::MoeGather::kInLoader, .unused = 4,
+                     .check_every = 3, .hot = true, .graph = true, .fp8 = true});
   // Nothing routed: out unchanged (every expert NaN). The smallest problem. The plan's 1024 experts, mostly unchosen.
   // A large top_k.
   test_grouped(ctx, {.tokens = 5, .top_k = 2, .experts = 4, .hidden = 16, .inter = 8, .all_skipped = true});
