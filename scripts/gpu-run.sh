@@ -3,7 +3,9 @@
 # build machine and packed by scripts/gpu-bundle.sh (carried as build/gpu-bundle.tar.xz), writing logs and JSON
 # results to OUT_DIR.
 #   scripts/gpu-run.sh OUT_DIR [STEP...]
-# steps: test golden serve v2lite llama v3 mla peer profile (default: test golden serve peer v2lite llama mla)
+# steps: test golden serve v2lite llama v3 mla peer ab profile (default: test golden serve peer v2lite llama mla)
+#   ab: prefill (and a short decode) of V2-Lite (27 layers) and the V3 slice with each A/B switch of the README
+#       against the defaults, printed into ab.txt (no JSON): the evidence for flipping a default
 #   serve: `dsinfer serve --device cuda` on the demo model with concurrent requests (scripts/gpu-serve-smoke.py)
 #   profile: per-kernel times (nsys, where installed) and the per-section step profile of 4-layer slices
 # Results: OUT_DIR/test.log, golden.log, bench.log, and the benchmarks' JSON (cuda-<shape>-<date>.json).
@@ -96,6 +98,29 @@ fi
 if has llama; then
   bench --shape "$shapes/r1-distill-llama-8b.json" --layers 0 --batch 1 16 --context 512 --decode-steps 32 \
     --prefill 512 --prefill-batch 1 8
+fi
+if has ab; then
+  : > "$out/ab.txt"
+  ab() {  # ab LABEL ENV... -- BENCH ARGS...
+    local label=$1 envs=()
+    shift
+    while [[ $1 != -- ]]; do envs+=("$1"); shift; done
+    shift
+    echo "== $label" | tee -a "$out/ab.txt"
+    env "${envs[@]}" timeout 300 "$dsinfer" bench --device cuda --commit "$commit" "$@" 2>&1 |
+      grep -E "prefill|decode_tok|copy|batching|error|rror" | tee -a "$out/ab.txt"
+  }
+  v2=(--shape "$shapes/deepseek-v2-lite.json" --layers 0 --batch 1 --context 512 --decode-steps 4 --prefill 512
+      --prefill-batch 1 8)
+  ab "v2lite default" DSI_AB=0 -- "${v2[@]}" --check-batching
+  ab "v2lite DSI_MOE_FUSED_GATHER=1" DSI_MOE_FUSED_GATHER=1 -- "${v2[@]}" --check-batching
+  ab "v2lite DSI_MOE_WGMMA=0" DSI_MOE_WGMMA=0 -- "${v2[@]}"
+  ab "v2lite DSI_CUDA_MLA_BATCH=0" DSI_CUDA_MLA_BATCH=0 -- "${v2[@]}" --check-batching
+  v3=(--shape "$shapes/deepseek-v3.json" --layers 4 --batch 1 --context 512 --decode-steps 4 --prefill 512
+      --prefill-batch 1 4)
+  ab "v3 default" DSI_AB=0 -- "${v3[@]}"
+  ab "v3 DSI_MOE_WGMMA=1 (FP8 experts on wgmma)" DSI_MOE_WGMMA=1 -- "${v3[@]}" --check-batching
+  ab "v3 DSI_MOE_WGMMA=1 DSI_MOE_FUSED_GATHER=1" DSI_MOE_WGMMA=1 DSI_MOE_FUSED_GATHER=1 -- "${v3[@]}"
 fi
 # Kernel micro-benchmarks (GEMV vs cuBLASLt, GEMM rates, MLA decode at batch 64/128 x 4K context), with the
 # copy bandwidth of the same run.

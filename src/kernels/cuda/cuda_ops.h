@@ -68,11 +68,14 @@ Status rmsnorm(CudaContext& ctx, const RmsNormArgs& args);
 // h = x + residual; residual = h; y = rmsnorm(h) * w. y may alias x; residual must not alias y.
 struct RmsNormResidualArgs {
   const float* x = nullptr;   // [m, d], row stride d
-  float* residual = nullptr;  // [m, d], in/out
+  float* residual = nullptr;  // [m, d], in/out; null: y = rmsnorm(x) (no residual)
   const float* w = nullptr;   // [d]
   float* y = nullptr;         // [m, d]
   int64_t m = 0, d = 0;
   float eps = 1e-6f;
+  // Optional: y rounded to bf16 as well ([m, d], nearest even; bit for bit f32_to_bf16 of y), the input of a bf16
+  // GEMM without a conversion pass.
+  uint16_t* y_bf16 = nullptr;
 };
 Status rmsnorm_residual(CudaContext& ctx, const RmsNormResidualArgs& args);
 // RopeArgs with device x, positions and inv_freq (double, [rot_dim / 2]); angles in double as the reference.

@@ -26,14 +26,16 @@ __device__ float block_sum(float v) {
   return total;
 }
 
-// One block per row. With `residual`, h = x + residual is written back to residual and normalized.
+// One block per row. With `residual`, h = x + residual is written back to residual and normalized. With yb, y is
+// also written rounded to bf16 (row stride d).
 __global__ void __launch_bounds__(kNormThreads)
-    rmsnorm_kernel(const float* x, float* residual, const float* w, float* y, int64_t d, int64_t xs, int64_t ys,
-                   float eps) {
+    rmsnorm_kernel(const float* x, float* residual, const float* w, float* y, __nv_bfloat16* yb, int64_t d,
+                   int64_t xs, int64_t ys, float eps) {
   pdl_enter();
   const int64_t row = blockIdx.x;
   const float* xr = x + row * xs;
   float* yr = y + row * ys;
+  __nv_bfloat16* ybr = yb != nullptr ? yb + row * d : nullptr;
   float* rr = residual != nullptr ? residual + row * d : nullptr;
   float sum_sq = 0.0f;
   for (int64_t i = threadIdx.x; i < d; i += kNormThreads) {
@@ -47,7 +49,11 @@ __global__ void __launch_bounds__(kNormThreads)
   const float inv_rms = rsqrtf(block_sum(sum_sq) / static_cast<float>(d) + eps);
   // The block_sum barrier orders every read of x (or write of residual) before y, which may alias x, is written.
   const float* src = rr != nullptr ? rr : xr;
-  for (int64_t i = threadIdx.x; i < d; i += kNormThreads) yr[i] = src[i] * inv_rms * w[i];
+  for (int64_t i = threadIdx.x; i < d; i += kNormThreads) {
+    const float v = src[i] * inv_rms * w[i];
+    yr[i] = v;
+    if (ybr != nullptr) ybr[i] = __float2bfloat16_rn(v);
+  }
 }
 
 // The same for 16-byte aligned rows (d % 4 == 0): each thread holds V float4 chunks of the row in registers,
@@ -71,8 +77,8 @@ __device__ float block_sum_any(float v) {
 
 template <int V>
 __global__ void __launch_bounds__(1024)
-    rmsnorm_vec_kernel(const float* x, float* residual, const float* w, float* y, int64_t d, int64_t xs, int64_t ys,
-                       float eps) {
+    rmsnorm_vec_kernel(const float* x, float* residual, const float* w, float* y, uint2* yb, int64_t d, int64_t xs,
+                       int64_t ys, float eps) {
   pdl_enter();
   const int64_t row = blockIdx.x;
   const int n4 = static_cast<int>(d / 4);
@@ -107,13 +113,19 @@ __global__ void __launch_bounds__(1024)
   const float inv_rms = rsqrtf(block_sum_any(sum_sq) / static_cast<float>(d) + eps);
   const float4* w4 = reinterpret_cast<const float4*>(w);
   float4* yr = reinterpret_cast<float4*>(y + row * ys);
+  uint2* ybr = yb != nullptr ? yb + row * n4 : nullptr;
 #pragma unroll
   for (int j = 0; j < V; ++j) {
     const int i = threadIdx.x + j * blockDim.x;
     if (i < n4) {
       const float4 g = w4[i];
-      yr[i] = make_float4(h[j].x * inv_rms * g.x, h[j].y * inv_rms * g.y, h[j].z * inv_rms * g.z,
-                          h[j].w * inv_rms * g.w);
+      const float4 v = make_float4(h[j].x * inv_rms * g.x, h[j].y * inv_rms * g.y, h[j].z * inv_rms * g.z,
+                                   h[j].w * inv_rms * g.w);
+      yr[i] = v;
+      if (ybr != nullptr) {
+        const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+        ybr[i] = make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
+      }
     }
   }
 }
@@ -185,32 +197,34 @@ __global__ void embedding_kernel(const T* table, const int64_t* ids, float* out,
 }
 
 // rmsnorm with or without the residual: the vectorized kernel where rows are 16-byte aligned, else the loop.
-Status launch_rmsnorm(CudaContext& ctx, const float* x, float* residual, const float* w, float* y, int64_t m,
-                      int64_t d, int64_t xs, int64_t ys, float eps) {
+Status launch_rmsnorm(CudaContext& ctx, const float* x, float* residual, const float* w, float* y, uint16_t* yb,
+                      int64_t m, int64_t d, int64_t xs, int64_t ys, float eps) {
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   const int64_t n4 = d / 4;
   if (d % 4 == 0 && xs % 4 == 0 && ys % 4 == 0 && aligned(x) && aligned(y) && aligned(w) &&
-      (residual == nullptr || aligned(residual)) && n4 <= 8 * 1024) {
+      (residual == nullptr || aligned(residual)) && reinterpret_cast<uintptr_t>(yb) % 8 == 0 && n4 <= 8 * 1024) {
+    uint2* yb2 = reinterpret_cast<uint2*>(yb);
     // About two chunks per thread (more threads for long rows), at least one warp.
     const int64_t threads = std::min<int64_t>(1024, std::max<int64_t>(32, ((n4 + 1) / 2 + 31) / 32 * 32));
     const int64_t v = (n4 + threads - 1) / threads;
     const dim3 grid(static_cast<unsigned>(m)), block(static_cast<unsigned>(threads));
     if (v <= 1) {
       { const auto kernel_fn = rmsnorm_vec_kernel<1>;
-        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(block), 0, x, residual, w, y, d, xs, ys, eps); }
+        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(block), 0, x, residual, w, y, yb2, d, xs, ys, eps); }
     } else if (v <= 2) {
       { const auto kernel_fn = rmsnorm_vec_kernel<2>;
-        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(block), 0, x, residual, w, y, d, xs, ys, eps); }
+        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(block), 0, x, residual, w, y, yb2, d, xs, ys, eps); }
     } else if (v <= 4) {
       { const auto kernel_fn = rmsnorm_vec_kernel<4>;
-        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(block), 0, x, residual, w, y, d, xs, ys, eps); }
+        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(block), 0, x, residual, w, y, yb2, d, xs, ys, eps); }
     } else {
       { const auto kernel_fn = rmsnorm_vec_kernel<8>;
-        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(block), 0, x, residual, w, y, d, xs, ys, eps); }
+        DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(grid), dim3(block), 0, x, residual, w, y, yb2, d, xs, ys, eps); }
     }
   } else {
     { const auto kernel_fn = rmsnorm_kernel;
-      DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(static_cast<unsigned>(m)), dim3(kNormThreads), 0, x, residual, w, y, d, xs, ys, eps); }
+      DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(static_cast<unsigned>(m)), dim3(kNormThreads), 0, x, residual, w, y,
+                      reinterpret_cast<__nv_bfloat16*>(yb), d, xs, ys, eps); }
   }
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
   return Status::Ok();
@@ -226,15 +240,17 @@ unsigned grid_for(int64_t total, int max_blocks) {
 Status rmsnorm(CudaContext& ctx, const RmsNormArgs& a) {
   if (a.m < 0 || a.d <= 0) return Status::InvalidArgument(str_cat("rmsnorm: shape ", a.m, "x", a.d));
   if (a.m == 0) return Status::Ok();
-  return launch_rmsnorm(ctx, a.x, nullptr, a.w, a.y, a.m, a.d, a.x_stride ? a.x_stride : a.d,
+  return launch_rmsnorm(ctx, a.x, nullptr, a.w, a.y, nullptr, a.m, a.d, a.x_stride ? a.x_stride : a.d,
                         a.y_stride ? a.y_stride : a.d, a.eps);
 }
 
 Status rmsnorm_residual(CudaContext& ctx, const RmsNormResidualArgs& a) {
   if (a.m < 0 || a.d <= 0) return Status::InvalidArgument(str_cat("rmsnorm_residual: shape ", a.m, "x", a.d));
-  if (a.residual == a.y) return Status::InvalidArgument("rmsnorm_residual: residual aliases y");
+  if (a.residual != nullptr && a.residual == a.y) {
+    return Status::InvalidArgument("rmsnorm_residual: residual aliases y");
+  }
   if (a.m == 0) return Status::Ok();
-  return launch_rmsnorm(ctx, a.x, a.residual, a.w, a.y, a.m, a.d, a.d, a.d, a.eps);
+  return launch_rmsnorm(ctx, a.x, a.residual, a.w, a.y, a.y_bf16, a.m, a.d, a.d, a.d, a.eps);
 }
 
 Status rope(CudaContext& ctx, const RopeArgs& a) {

@@ -114,7 +114,13 @@ constexpr int64_t kFp8GemvMaxM = 4;
 }  // namespace
 
 Status DLinear::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* y, int64_t x_stride,
-                        int64_t y_stride) const {
+                        int64_t y_stride, const uint16_t* x_bf16) const {
+  if (x_bf16 != nullptr && takes_bf16_input(m) && (x_stride == 0 || x_stride == k) &&
+      (y_stride == 0 || y_stride == n)) {
+    // What cu::matmul does for these m (cuBLASLt on bf16(x)), without rounding x again.
+    return cu::gemm_bf16(ctx, {.x = x_bf16, .w = static_cast<const uint16_t*>(w), .y = y, .y_dtype = DType::kF32,
+                               .m = m, .n = n, .k = k});
+  }
   if (dtype == DType::kF8E4M3) {
     const cu::GemvFp8Args g{.x = x, .w = static_cast<const uint8_t*>(w), .w_scale = scale, .bias = bias, .y = y,
                             .m = m, .n = n, .k = k, .x_stride = x_stride, .y_stride = y_stride};
@@ -180,13 +186,7 @@ Status DMlp::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, 
                      const uint16_t* x_bf16) const {
   DSI_ASSIGN_OR_RETURN(float* gu, arena.floats(m * 2 * inter));
   DSI_ASSIGN_OR_RETURN(float* act, arena.floats(m * inter));
-  if (x_bf16 != nullptr && takes_bf16_input(m)) {
-    // What gate_up.forward does for these m (cuBLASLt on bf16(x)), without rounding x again.
-    DSI_RETURN_IF_ERROR(cu::gemm_bf16(ctx, {.x = x_bf16, .w = static_cast<const uint16_t*>(gate_up.w), .y = gu,
-                                            .y_dtype = DType::kF32, .m = m, .n = gate_up.n, .k = gate_up.k}));
-  } else {
-    DSI_RETURN_IF_ERROR(gate_up.forward(ctx, arena, x, m, gu));
-  }
+  DSI_RETURN_IF_ERROR(gate_up.forward(ctx, arena, x, m, gu, 0, 0, x_bf16));
   profile_mark(ctx, "mlp_gate_up");
   if (down.fuses_silu_mul(m)) {
     // Decode rows: the down GEMV forms silu(gate) * up as it stages its input (one kernel less).
@@ -237,11 +237,12 @@ cu::PagedAttentionArgs paged_args(const BatchMeta& b) {
 
 // ---- GQA attention ---------------------------------------------------------------------------------------------
 
-Status DGqa::forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out) const {
+Status DGqa::forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out,
+                     const uint16_t* x_bf16) const {
   const int64_t t = b.num_tokens, width = (hq + 2 * hkv) * d, kw = hkv * d;
   DSI_ASSIGN_OR_RETURN(float* qkv_buf, arena.floats(t * width));
   DSI_ASSIGN_OR_RETURN(float* attn, arena.floats(t * hq * d));
-  DSI_RETURN_IF_ERROR(qkv.forward(ctx, arena, x, t, qkv_buf));
+  DSI_RETURN_IF_ERROR(qkv.forward(ctx, arena, x, t, qkv_buf, 0, 0, x_bf16));
   profile_mark(ctx, "attn_qkv");
   RopeArgs r;
   r.positions = b.positions;
@@ -284,12 +285,13 @@ Status DGqa::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
 
 // ---- MLA -------------------------------------------------------------------------------------------------------
 
-Status DMla::forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out) const {
+Status DMla::forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out,
+                     const uint16_t* x_bf16) const {
   const int64_t t = b.num_tokens, qk = nope + rope_dim, qw = heads * qk;
   const int64_t fw = fused_a.n;  // [q_lora | q] then the latent
   const int64_t lat0 = fw - lw();
   DSI_ASSIGN_OR_RETURN(float* fa, arena.floats(t * fw));
-  DSI_RETURN_IF_ERROR(fused_a.forward(ctx, arena, x, t, fa));
+  DSI_RETURN_IF_ERROR(fused_a.forward(ctx, arena, x, t, fa, 0, 0, x_bf16));
   profile_mark(ctx, "mla_a");
   float* q = fa;  // without q compression the queries are the first qw columns
   int64_t q_stride = fw;
@@ -593,7 +595,8 @@ int64_t DMoe::shared_slices() const {
   return route.top_k + slices <= 64 ? slices : 0;
 }
 
-Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out) const {
+Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out,
+                     const uint16_t* x_bf16_in) const {
   const int64_t top_k = route.top_k, pairs = m * top_k;
   DSI_ASSIGN_OR_RETURN(float* logits, arena.floats(m * experts));
   DSI_ASSIGN_OR_RETURN(int32_t* ids, arena.ints(pairs));
@@ -643,12 +646,13 @@ Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, 
     profile_mark(ctx, "moe_experts_gemv");
     return Status::Ok();
   }
-  // Prefill: x rounded to bf16 once, for the shared experts' GEMM and the grouped experts' first GEMM.
-  uint16_t* x_bf16 = nullptr;
-  if (how == Path::kGrouped && has_shared && shared.takes_bf16_input(m) && hidden % 8 == 0) {
+  // Prefill: x rounded to bf16 once (by the caller's norm, else here), for the shared experts' GEMM and the grouped
+  // experts' first GEMM.
+  const uint16_t* x_bf16 = how == Path::kGrouped ? x_bf16_in : nullptr;
+  if (x_bf16 == nullptr && how == Path::kGrouped && has_shared && shared.takes_bf16_input(m) && hidden % 8 == 0) {
     DSI_ASSIGN_OR_RETURN(uint8_t* xb, arena.bytes(m * hidden * 2));
-    x_bf16 = reinterpret_cast<uint16_t*>(xb);
-    DSI_RETURN_IF_ERROR(cu::f32_to_bf16(ctx, x, x_bf16, m, hidden, hidden));
+    DSI_RETURN_IF_ERROR(cu::f32_to_bf16(ctx, x, reinterpret_cast<uint16_t*>(xb), m, hidden, hidden));
+    x_bf16 = reinterpret_cast<const uint16_t*>(xb);
   }
   if (has_shared) {
     DSI_RETURN_IF_ERROR(shared.forward(ctx, arena, x, m, out, x_bf16));

@@ -59,9 +59,13 @@ struct DLinear {
   const float* scale = nullptr;  // FP8: [ceil(n / 128), ceil(k / 128)] (weight_scale_inv)
   const float* bias = nullptr;  // [n] or null
   int64_t n = 0, k = 0;
-  // FP8 matmuls above the GEMV sizes take their quantized activations from the arena.
+  // FP8 matmuls above the GEMV sizes take their quantized activations from the arena. x_bf16: optional, x rounded
+  // to bf16 ([m, k], row stride k), which the GEMM reads instead of rounding x itself where takes_bf16_input(m)
+  // and x has row stride k (the same bits).
   Status forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* y, int64_t x_stride = 0,
-                 int64_t y_stride = 0) const;
+                 int64_t y_stride = 0, const uint16_t* x_bf16 = nullptr) const;
+  // Whether forward at m rows multiplies bf16(x) on cuBLASLt (bf16 weights without bias, past the GEMV's m).
+  bool takes_bf16_input(int64_t m) const { return m > 1 && dtype == DType::kBF16 && bias == nullptr && k % 8 == 0; }
   // y = (silu(gate) * up) W^T from gate_up = [m, 2k] (gate | up) in one GEMV, where fuses_silu_mul(m).
   bool fuses_silu_mul(int64_t m) const;
   Status forward_silu_mul(CudaContext& ctx, const float* gate_up, int64_t m, float* y) const;
@@ -73,13 +77,10 @@ struct DMlp {
   DLinear gate_up;  // [2 * inter, hidden]: gate rows then up rows
   DLinear down;     // [hidden, inter]
   int64_t inter = 0;
-  // x_bf16: optional, x rounded to bf16 ([m, hidden]) by the caller for a bf16 gate_up without bias, m > 1 (the
-  // GEMM then reads it instead of rounding x again; the same bits).
+  // x_bf16: optional, x rounded to bf16 ([m, hidden]), used where takes_bf16_input(m) (see DLinear).
   Status forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out,
                  const uint16_t* x_bf16 = nullptr) const;
-  bool takes_bf16_input(int64_t m) const {
-    return m > 1 && gate_up.dtype == DType::kBF16 && gate_up.bias == nullptr && gate_up.k % 8 == 0;
-  }
+  bool takes_bf16_input(int64_t m) const { return gate_up.takes_bf16_input(m); }
 };
 
 struct DRope {
@@ -113,7 +114,10 @@ struct DGqa {
   float scale = 1.0f;
   uint16_t* k_pool = nullptr;  // [rows, 2 * hkv * d] bf16: K then V of each cached token
   uint16_t* v_pool = nullptr;  // k_pool + hkv * d
-  Status forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out) const;
+  // x_bf16: optional, x rounded to bf16 (see DLinear::forward).
+  Status forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out,
+                 const uint16_t* x_bf16 = nullptr) const;
+  bool takes_bf16_input(int64_t m) const { return qkv.takes_bf16_input(m); }
 };
 
 struct DMla {
@@ -131,7 +135,10 @@ struct DMla {
   MlaMode mode = MlaMode::kAuto;
   uint16_t* pool = nullptr;  // [rows, r + rope_dim] bf16
   int64_t lw() const { return r + rope_dim; }
-  Status forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out) const;
+  // x_bf16: optional, x rounded to bf16 (see DLinear::forward).
+  Status forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out,
+                 const uint16_t* x_bf16 = nullptr) const;
+  bool takes_bf16_input(int64_t m) const { return fused_a.takes_bf16_input(m); }
   // q: [t, heads, nope + rope] at row stride q_stride; q_lat: [t, heads, r + rope] with its rope columns filled.
   Status attend_absorbed(CudaContext& ctx, Arena& arena, const float* q, int64_t q_stride, float* q_lat,
                          const BatchMeta& b, float* attn) const;
@@ -157,7 +164,10 @@ struct DMoe {
   bool has_shared = false;
   DMlp shared;
   bool device_routing = true;
-  Status forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out) const;
+  // x_bf16: optional, x rounded to bf16 ([m, hidden]): the shared experts' GEMM and the grouped experts read it.
+  Status forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out,
+                 const uint16_t* x_bf16 = nullptr) const;
+  bool takes_bf16_input(int64_t m) const { return path(m) == Path::kGrouped; }
   // Which routed-expert path forward takes for m tokens. kGemv and kGrouped keep the routing on the device
   // (capturable in a CUDA graph); kHost reads it back and runs one matmul per active expert.
   enum class Path { kGemv, kGrouped, kHost };

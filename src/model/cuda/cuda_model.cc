@@ -97,7 +97,7 @@ class CudaDecoderModel final : public Model {
   int64_t kv_blocks_ = 0, kv_block_size_ = 0;
   std::vector<DeviceBuffer<uint8_t>> kv_pools_;
   // Per-forward buffers, grown on demand.
-  DeviceBuffer<uint8_t> meta_, x_, normed_, branch_, lm_in_, logits_;
+  DeviceBuffer<uint8_t> meta_, x_, normed_, normed_bf16_, branch_, lm_in_, logits_;
   std::vector<uint8_t> host_meta_;
   float* host_logits_ = nullptr;  // pinned staging for the logits download
   size_t host_logits_bytes_ = 0;
@@ -405,6 +405,13 @@ Status CudaDecoderModel::run_layers(const BatchMeta& b, const int64_t* dev_ids, 
   DSI_ASSIGN_OR_RETURN(float* x, grow<float>(x_, t * h));
   DSI_ASSIGN_OR_RETURN(float* normed, grow<float>(normed_, t * h));
   DSI_ASSIGN_OR_RETURN(float* branch, grow<float>(branch_, t * h));
+  // The norms also write bf16(normed) where the next layer's GEMM multiplies bf16 activations on cuBLASLt (more than
+  // one row, bf16 weights): that GEMM then needs no conversion pass of its own.
+  uint16_t* normed_bf16 = nullptr;
+  if (t > 1 && h % 8 == 0) {
+    DSI_ASSIGN_OR_RETURN(normed_bf16, grow<uint16_t>(normed_bf16_, t * h));
+  }
+  const auto bf16_for = [&](bool takes) { return takes ? normed_bf16 : nullptr; };
   DSI_RETURN_IF_ERROR(cu::embedding(ctx, {.table = embedding_, .table_dtype = embedding_dtype_, .ids = dev_ids,
                                           .out = x, .num_tokens = t, .vocab = vocab, .d = h}));
   profile_mark(ctx, "embed_meta");
@@ -412,26 +419,26 @@ Status CudaDecoderModel::run_layers(const BatchMeta& b, const int64_t* dev_ids, 
   for (size_t l = 0; l < layers_.size(); ++l) {
     const DLayer& layer = layers_[l];
     arena_.rewind();
-    if (l == 0) {
-      DSI_RETURN_IF_ERROR(cu::rmsnorm(ctx, {.x = x, .w = layer.input_norm, .y = normed, .m = t, .d = h, .eps = eps}));
-    } else {
-      DSI_RETURN_IF_ERROR(cu::rmsnorm_residual(ctx, {.x = branch, .residual = x, .w = layer.input_norm, .y = normed,
-                                                     .m = t, .d = h, .eps = eps}));
-    }
+    uint16_t* attn_bf16 = bf16_for(layer.mla ? layer.mla_attn.takes_bf16_input(t) : layer.gqa.takes_bf16_input(t));
+    // Layer 0: no residual yet (x is the embedding).
+    DSI_RETURN_IF_ERROR(cu::rmsnorm_residual(ctx, {.x = l == 0 ? x : branch, .residual = l == 0 ? nullptr : x,
+                                                   .w = layer.input_norm, .y = normed, .m = t, .d = h, .eps = eps,
+                                                   .y_bf16 = attn_bf16}));
     profile_mark(ctx, "norm");
     if (layer.mla) {
-      DSI_RETURN_IF_ERROR(layer.mla_attn.forward(ctx, arena_, normed, b, branch));
+      DSI_RETURN_IF_ERROR(layer.mla_attn.forward(ctx, arena_, normed, b, branch, attn_bf16));
     } else {
-      DSI_RETURN_IF_ERROR(layer.gqa.forward(ctx, arena_, normed, b, branch));
+      DSI_RETURN_IF_ERROR(layer.gqa.forward(ctx, arena_, normed, b, branch, attn_bf16));
     }
+    uint16_t* ffn_bf16 = bf16_for(layer.moe ? layer.moe_mlp.takes_bf16_input(t) : layer.mlp.takes_bf16_input(t));
     DSI_RETURN_IF_ERROR(cu::rmsnorm_residual(ctx, {.x = branch, .residual = x, .w = layer.post_norm, .y = normed,
-                                                   .m = t, .d = h, .eps = eps}));
+                                                   .m = t, .d = h, .eps = eps, .y_bf16 = ffn_bf16}));
     profile_mark(ctx, "norm");
     arena_.rewind();
     if (layer.moe) {
-      DSI_RETURN_IF_ERROR(layer.moe_mlp.forward(ctx, arena_, normed, t, branch));
+      DSI_RETURN_IF_ERROR(layer.moe_mlp.forward(ctx, arena_, normed, t, branch, ffn_bf16));
     } else {
-      DSI_RETURN_IF_ERROR(layer.mlp.forward(ctx, arena_, normed, t, branch));
+      DSI_RETURN_IF_ERROR(layer.mlp.forward(ctx, arena_, normed, t, branch, ffn_bf16));
     }
   }
   DSI_RETURN_IF_ERROR(cu::rmsnorm_residual(ctx, {.x = branch, .residual = x, .w = final_norm_, .y = normed, .m = t,

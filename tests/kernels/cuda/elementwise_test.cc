@@ -36,8 +36,35 @@ void test_rmsnorm_residual(CudaContext& ctx, int64_t m, int64_t d) {
   auto dy = upload(ctx, std::vector<float>(m * d));
   CT_TRY(name, cuda::rmsnorm_residual(ctx, {.x = dx.get(), .residual = dr.get(), .w = dw.get(), .y = dy.get(),
                                             .m = m, .d = d}));
-  report(name + " (y)", rel_max_err(download(ctx, dy, m * d), want), 1e-5);
+  const auto y = download(ctx, dy, m * d);
+  report(name + " (y)", rel_max_err(y, want), 1e-5);
   report(name + " (residual)", rel_max_err(download(ctx, dr, m * d), h), 0.0);
+
+  // With a bf16 copy of y: the same y and residual, and y_bf16 bit for bit f32_to_bf16 of that y.
+  const std::vector<uint16_t> want_bf16 = to_bf16(y);
+  auto dr2 = upload(ctx, res);
+  auto dyb = upload(ctx, std::vector<uint16_t>(m * d, 0xffffu));
+  CT_TRY(name, cuda::rmsnorm_residual(ctx, {.x = dx.get(), .residual = dr2.get(), .w = dw.get(), .y = dy.get(),
+                                            .m = m, .d = d, .y_bf16 = dyb.get()}));
+  report(name + " +bf16 (y)", rel_max_err(download(ctx, dy, m * d), y), 0.0);
+  report(name + " +bf16 (residual)", rel_max_err(download(ctx, dr2, m * d), h), 0.0);
+  const auto got_bf16 = download(ctx, dyb, m * d);
+  int64_t differ = 0;
+  for (int64_t i = 0; i < m * d; ++i) differ += got_bf16[i] != want_bf16[i];
+  report(name + " +bf16 (y_bf16 elements differing)", static_cast<double>(differ), 0.0);
+
+  // No residual: y = rmsnorm(x), with its bf16 copy.
+  std::vector<float> want_plain(m * d);
+  ref_ops().rmsnorm({.x = x.data(), .w = w.data(), .y = want_plain.data(), .m = m, .d = d});
+  CT_TRY(name, cuda::rmsnorm_residual(ctx, {.x = dx.get(), .residual = nullptr, .w = dw.get(), .y = dy.get(),
+                                            .m = m, .d = d, .y_bf16 = dyb.get()}));
+  const auto y_plain = download(ctx, dy, m * d);
+  report(name + " no residual (y)", rel_max_err(y_plain, want_plain), 1e-5);
+  const std::vector<uint16_t> want_plain_bf16 = to_bf16(y_plain);
+  const auto got_plain_bf16 = download(ctx, dyb, m * d);
+  differ = 0;
+  for (int64_t i = 0; i < m * d; ++i) differ += got_plain_bf16[i] != want_plain_bf16[i];
+  report(name + " no residual (y_bf16 elements differing)", static_cast<double>(differ), 0.0);
 }
 
 void test_rope(CudaContext& ctx, RopeStyle style, int64_t tokens, int64_t heads, int64_t head_dim, int64_t rot_dim,
