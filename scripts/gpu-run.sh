@@ -116,6 +116,7 @@ if has ab; then
   ab "v2lite DSI_MOE_FUSED_GATHER=1" DSI_MOE_FUSED_GATHER=1 -- "${v2[@]}" --check-batching
   ab "v2lite DSI_MOE_WGMMA=0" DSI_MOE_WGMMA=0 -- "${v2[@]}"
   ab "v2lite DSI_CUDA_MLA_BATCH=0" DSI_CUDA_MLA_BATCH=0 -- "${v2[@]}" --check-batching
+  ab "v2lite DSI_CUDA_BF16_NORM=0" DSI_CUDA_BF16_NORM=0 -- "${v2[@]}"
   v3=(--shape "$shapes/deepseek-v3.json" --layers 4 --batch 1 --context 512 --decode-steps 4 --prefill 512
       --prefill-batch 1 4)
   ab "v3 default" DSI_AB=0 -- "${v3[@]}"

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <map>
+#include <string_view>
 #include <tuple>
 
 #include "core/log.h"
@@ -407,8 +409,12 @@ Status CudaDecoderModel::run_layers(const BatchMeta& b, const int64_t* dev_ids, 
   DSI_ASSIGN_OR_RETURN(float* branch, grow<float>(branch_, t * h));
   // The norms also write bf16(normed) where the next layer's GEMM multiplies bf16 activations on cuBLASLt (more than
   // one row, bf16 weights): that GEMM then needs no conversion pass of its own.
+  static const bool bf16_norms = [] {
+    const char* v = std::getenv("DSI_CUDA_BF16_NORM");
+    return v == nullptr || std::string_view(v) != "0";
+  }();
   uint16_t* normed_bf16 = nullptr;
-  if (t > 1 && h % 8 == 0) {
+  if (bf16_norms && t > 1 && h % 8 == 0) {
     DSI_ASSIGN_OR_RETURN(normed_bf16, grow<uint16_t>(normed_bf16_, t * h));
   }
   const auto bf16_for = [&](bool takes) { return takes ? normed_bf16 : nullptr; };
