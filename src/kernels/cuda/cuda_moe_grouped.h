@@ -27,7 +27,8 @@ namespace dsi::cuda {
 // moe_grouped_workspace_bytes. Experts that no pair chooses are never read (weights nor scales). At most five
 // kernels on the context's stream, no allocation, no synchronization.
 // The tensor-core instructions of the two GEMMs: mma.sync (any tile shape, bf16 or FP8 weights) or Hopper's
-// warpgroup wgmma (bf16 weights, 64- or 128-row tiles, sm_90 devices).
+// warpgroup wgmma (bf16 weights, or FP8 ones with hidden and inter multiples of 16; 64- or 128-row tiles, sm_90
+// devices).
 enum class MoeGemmKernel { kAuto, kMma, kWgmma };
 // How gemm 1 gets its rows: kCopy, a kernel copies x into a permuted matrix A [pairs, hidden] bf16 first; kInLoader,
 // gemm 1 reads each row of x (as bf16, [num_tokens, hidden]) in place through the plan's token of each row (no

@@ -291,7 +291,7 @@ struct WFp8Tiles : WTiles<WG, Stages> {
   static_assert(B::kThreads >= kScales && kCIters * B::kThreads == B::kBN * 4);
 };
 using WgmmaFp8Large = WFp8Tiles<2, 4>;   // 194 KB
-using WgmmaFp8Medium = WFp8Tiles<1, 4>;  // 161 KB
+using WgmmaFp8Medium = WFp8Tiles<1, 4>;  // 162 KB
 
 template <class C, bool kGated>
 __global__ void __launch_bounds__(C::kThreads, 1) moe_wgmma_fp8_kernel(GemmParams p) {
