@@ -91,8 +91,21 @@ Status embedding(CudaContext& ctx, const EmbeddingArgs& args);
 Status moe_route(CudaContext& ctx, const MoeRouteArgs& args);
 // The router matmul (f32 weights [num_experts, hidden], f32 x [num_tokens, hidden], 16-byte rows) into
 // args.logits and then moe_route, in one launch (decode sizes: moe_router_route_fits).
-bool moe_router_route_fits(int64_t num_tokens, int64_t num_experts, int64_t hidden);
-Status moe_router_route(CudaContext& ctx, const float* x, const float* w, int64_t hidden, const MoeRouteArgs& args);
+// With `norm`, the residual add and RMSNorm before the router run in the same launch: h = branch + residual,
+// residual = h, normed = rmsnorm(h) * w (rmsnorm_residual's semantics; x is not read) and the router multiplies
+// normed. Every block normalizes the rows in its shared memory (256 threads, summing as rmsnorm_residual does when
+// it runs 256 threads per row, as for hidden 1796..2048: the same bits there); the last block writes residual and
+// normed. branch, residual and normed 16-byte aligned, none aliasing another.
+struct RouterNormArgs {
+  const float* branch = nullptr;  // [num_tokens, hidden]
+  float* residual = nullptr;      // [num_tokens, hidden], in/out
+  const float* w = nullptr;       // [hidden]
+  float* normed = nullptr;        // [num_tokens, hidden], out
+  float eps = 1e-6f;
+};
+bool moe_router_route_fits(int64_t num_tokens, int64_t num_experts, int64_t hidden, bool with_norm = false);
+Status moe_router_route(CudaContext& ctx, const float* x, const float* w, int64_t hidden, const MoeRouteArgs& args,
+                        const RouterNormArgs* norm = nullptr);
 
 // Conversions.
 Status f32_to_bf16(CudaContext& ctx, const float* x, uint16_t* y, int64_t m, int64_t k, int64_t x_stride);

@@ -59,21 +59,7 @@ __global__ void __launch_bounds__(kNormThreads)
 // The same for 16-byte aligned rows (d % 4 == 0): each thread holds V float4 chunks of the row in registers,
 // so all loads of a row are issued before any store (the loop above serializes them: its stores may alias its
 // loads) and a row is spread over up to 1024 threads. Decode rows (one token) are latency-bound: this matters.
-__device__ float block_sum_any(float v) {
-  __shared__ float partial[32];
-  __shared__ float total;
-  v = warp_sum(v);
-  const int warps = (blockDim.x + 31) >> 5;
-  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = v;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float s = static_cast<int>(threadIdx.x) < warps ? partial[threadIdx.x] : 0.0f;
-    s = warp_sum(s);
-    if (threadIdx.x == 0) total = s;
-  }
-  __syncthreads();
-  return total;
-}
+// (block_sum_any: warp_reduce.cuh; the router's fused norm sums the same way.)
 
 template <int V>
 __global__ void __launch_bounds__(1024)

@@ -2,6 +2,7 @@
 // ties to the lower index, weights from the masked scores (V2) or the unbiased scores (V3 noaux_tc).
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
@@ -121,22 +122,55 @@ __global__ void moe_route_kernel(MoeRouteArgs a) {
 
 // The router matmul and the routing in one launch (decode sizes): one warp per (token, expert) dot product of
 // f32 x and the f32 router row into logits; the last block to finish (an arrival counter, reset by it) routes the
-// tokens, one warp each. Shared memory: scores and choice of up to 8 tokens.
+// tokens, one warp each. Shared memory: scores and choice of up to 8 tokens, then (fused norm) the normalized rows.
 constexpr int kRouterThreads = 256;
+
+// Token t's h = branch + residual normalized into xs ([hidden] f32, shared memory) by the whole block: the sums of
+// rmsnorm_vec_kernel at 256 threads (thread i holds chunks i, i + 256, ...; block_sum_any).
+__device__ void router_norm_row(const RouterNormArgs& n, int64_t t, int64_t hidden, float4* xs) {
+  const int64_t n4 = hidden / 4;
+  const float4* b4 = reinterpret_cast<const float4*>(n.branch + t * hidden);
+  const float4* r4 = reinterpret_cast<const float4*>(n.residual + t * hidden);
+  float sum_sq = 0.0f;
+  for (int64_t i = threadIdx.x; i < n4; i += kRouterThreads) {
+    float4 h = b4[i];
+    const float4 r = r4[i];
+    h.x += r.x;
+    h.y += r.y;
+    h.z += r.z;
+    h.w += r.w;
+    xs[i] = h;
+    sum_sq += h.x * h.x + h.y * h.y + h.z * h.z + h.w * h.w;
+  }
+  const float inv_rms = rsqrtf(block_sum_any(sum_sq) / static_cast<float>(hidden) + n.eps);
+  const float4* w4 = reinterpret_cast<const float4*>(n.w);
+  for (int64_t i = threadIdx.x; i < n4; i += kRouterThreads) {  // each thread rescales its own chunks
+    const float4 h = xs[i], g = w4[i];
+    xs[i] = make_float4(h.x * inv_rms * g.x, h.y * inv_rms * g.y, h.z * inv_rms * g.z, h.w * inv_rms * g.w);
+  }
+}
 
 __global__ void __launch_bounds__(kRouterThreads) moe_router_route_kernel(const float* x, const float* w,
                                                                           int64_t hidden, MoeRouteArgs a,
-                                                                          unsigned* counter) {
+                                                                          unsigned* counter, RouterNormArgs norm) {
   pdl_enter();
   extern __shared__ double smem[];
   __shared__ bool last;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t E = a.num_experts;
+  const int64_t route_warps = a.num_tokens < kRouterThreads / 32 ? a.num_tokens : kRouterThreads / 32;
+  // The normalized rows after the routing scratch (2 E route_warps doubles: a multiple of 16 bytes).
+  float4* xs = reinterpret_cast<float4*>(smem + 2 * E * route_warps);
+  const bool fused = norm.w != nullptr;
+  if (fused) {
+    for (int64_t t = 0; t < a.num_tokens; ++t) router_norm_row(norm, t, hidden, xs + t * (hidden / 4));
+    __syncthreads();  // every row complete before any warp's dot product
+  }
   const int64_t item = static_cast<int64_t>(blockIdx.x) * (kRouterThreads / 32) + warp;
   if (item < a.num_tokens * E) {
     const int64_t e = item % E, t = item / E;
-    const float s = warp_dot_f32(reinterpret_cast<const float4*>(w + e * hidden),
-                                 reinterpret_cast<const float4*>(x + t * hidden), hidden / 4, lane);
+    const float4* xt = fused ? xs + t * (hidden / 4) : reinterpret_cast<const float4*>(x + t * hidden);
+    const float s = warp_dot_f32(reinterpret_cast<const float4*>(w + e * hidden), xt, hidden / 4, lane);
     if (lane == 0) const_cast<float*>(a.logits)[t * E + e] = s;
   }
   __threadfence();
@@ -145,6 +179,23 @@ __global__ void __launch_bounds__(kRouterThreads) moe_router_route_kernel(const 
   __syncthreads();
   if (!last) return;
   __threadfence();
+  if (fused) {
+    // Every other block has read branch and residual (it arrived after its norm): residual and normed now.
+    const int64_t n4 = a.num_tokens * hidden / 4;
+    float4* r4 = reinterpret_cast<float4*>(norm.residual);
+    const float4* b4 = reinterpret_cast<const float4*>(norm.branch);
+    float4* y4 = reinterpret_cast<float4*>(norm.normed);
+    for (int64_t i = threadIdx.x; i < n4; i += kRouterThreads) {
+      float4 h = b4[i];
+      const float4 r = r4[i];
+      h.x += r.x;
+      h.y += r.y;
+      h.z += r.z;
+      h.w += r.w;
+      r4[i] = h;
+      y4[i] = xs[i];
+    }
+  }
   for (int64_t t = warp; t < a.num_tokens; t += kRouterThreads / 32) {
     double* scores = smem + 2 * E * warp;
     route_token(a, t, scores, scores + E, lane);
@@ -181,25 +232,57 @@ Status moe_route(CudaContext& ctx, const MoeRouteArgs& a) {
   return Status::Ok();
 }
 
-bool moe_router_route_fits(int64_t num_tokens, int64_t num_experts, int64_t hidden) {
+namespace {
+// Dynamic shared memory of the fused router: the routing scratch, then (with the norm) the normalized rows.
+size_t router_smem(int64_t num_tokens, int64_t num_experts, int64_t hidden, bool with_norm) {
   const int64_t warps = std::min<int64_t>(num_tokens, kRouterThreads / 32);
-  return num_tokens >= 1 && num_tokens <= 64 && hidden % 4 == 0 &&
-         static_cast<size_t>(2 * num_experts * warps) * sizeof(double) <= (48 << 10);
+  return static_cast<size_t>(2 * num_experts * warps) * sizeof(double) +
+         (with_norm ? static_cast<size_t>(num_tokens * hidden) * sizeof(float) : 0);
+}
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+}  // namespace
+
+bool moe_router_route_fits(int64_t num_tokens, int64_t num_experts, int64_t hidden, bool with_norm) {
+  return num_tokens >= 1 && num_tokens <= 64 && hidden % 4 == 0 && num_experts >= 1 &&
+         router_smem(num_tokens, num_experts, hidden, with_norm) <= (48 << 10);
 }
 
-Status moe_router_route(CudaContext& ctx, const float* x, const float* w, int64_t hidden, const MoeRouteArgs& a) {
+Status moe_router_route(CudaContext& ctx, const float* x, const float* w, int64_t hidden, const MoeRouteArgs& a,
+                        const RouterNormArgs* norm) {
   DSI_RETURN_IF_ERROR(check_route_args(a));
   if (a.num_tokens == 0) return Status::Ok();
-  if (!moe_router_route_fits(a.num_tokens, a.num_experts, hidden) ||
-      reinterpret_cast<uintptr_t>(x) % 16 != 0 || reinterpret_cast<uintptr_t>(w) % 16 != 0) {
+  const bool with_norm = norm != nullptr;
+  if (!moe_router_route_fits(a.num_tokens, a.num_experts, hidden, with_norm) || !aligned16(w) ||
+      (!with_norm && !aligned16(x))) {
     return Status::InvalidArgument(str_cat("moe_router_route: ", a.num_tokens, " tokens, ", a.num_experts,
-                                           " experts, hidden ", hidden, " (see moe_router_route_fits; 16-byte rows)"));
+                                           " experts, hidden ", hidden, with_norm ? " with the norm" : "",
+                                           " (see moe_router_route_fits; 16-byte rows)"));
   }
-  const int64_t warps = std::min<int64_t>(a.num_tokens, kRouterThreads / 32);
-  const size_t smem = static_cast<size_t>(2 * a.num_experts * warps) * sizeof(double);
+  RouterNormArgs n;
+  if (with_norm) {
+    n = *norm;
+    if (n.branch == nullptr || n.residual == nullptr || n.w == nullptr || n.normed == nullptr ||
+        !aligned16(n.branch) || !aligned16(n.residual) || !aligned16(n.w) || !aligned16(n.normed)) {
+      return Status::InvalidArgument("moe_router_route: the norm needs branch, residual, w and normed, 16-byte "
+                                     "aligned");
+    }
+    const auto rows = [&](const void* p) {
+      const auto* c = static_cast<const char*>(p);
+      return std::pair{c, c + static_cast<size_t>(a.num_tokens * hidden) * sizeof(float)};
+    };
+    const auto overlap = [&](const void* p, const void* q) {
+      const auto [p0, p1] = rows(p);
+      const auto [q0, q1] = rows(q);
+      return p0 < q1 && q0 < p1;
+    };
+    if (overlap(n.branch, n.residual) || overlap(n.branch, n.normed) || overlap(n.residual, n.normed)) {
+      return Status::InvalidArgument("moe_router_route: the norm's branch, residual and normed overlap");
+    }
+  }
+  const size_t smem = router_smem(a.num_tokens, a.num_experts, hidden, with_norm);
   const int64_t blocks = (a.num_tokens * a.num_experts + kRouterThreads / 32 - 1) / (kRouterThreads / 32);
   DSI_CUDA_LAUNCH(ctx, moe_router_route_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kRouterThreads), smem, x,
-                  w, hidden, a, ctx.moe_route_counter());
+                  w, hidden, a, ctx.moe_route_counter(), n);
   return Status::Ok();
 }
 

@@ -66,6 +66,24 @@ __device__ __forceinline__ float warp_dot_f32(const float4* a, const float4* b, 
   return warp_sum(s);
 }
 
+// Sum of v over the block (any size up to 1024 threads; every thread gets it): warp sums, then warp 0 sums the
+// warps' in warp order. Its barriers order each thread's earlier shared and global accesses before the return.
+__device__ __forceinline__ float block_sum_any(float v) {
+  __shared__ float partial[32];
+  __shared__ float total;
+  v = warp_sum(v);
+  const int warps = (blockDim.x + 31) >> 5;
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float s = static_cast<int>(threadIdx.x) < warps ? partial[threadIdx.x] : 0.0f;
+    s = warp_sum(s);
+    if (threadIdx.x == 0) total = s;
+  }
+  __syncthreads();
+  return total;
+}
+
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));

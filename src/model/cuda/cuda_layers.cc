@@ -595,8 +595,21 @@ int64_t DMoe::shared_slices() const {
   return route.top_k + slices <= 64 ? slices : 0;
 }
 
+bool DMoe::fused_router(int64_t m, bool with_norm) const {
+  return router.dtype == DType::kF32 && router.bias == nullptr && reinterpret_cast<uintptr_t>(router.w) % 16 == 0 &&
+         m <= 4 && cu::moe_router_route_fits(m, experts, hidden, with_norm);
+}
+
+bool DMoe::fuses_norm(int64_t m) const {
+  static const bool enabled = [] {
+    const char* v = std::getenv("DSI_CUDA_ROUTER_NORM");
+    return v != nullptr && std::string_view(v) == "1";
+  }();
+  return enabled && fused_router(m, true);
+}
+
 Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out,
-                     const uint16_t* x_bf16_in) const {
+                     const uint16_t* x_bf16_in, const cu::RouterNormArgs* norm) const {
   const int64_t top_k = route.top_k, pairs = m * top_k;
   DSI_ASSIGN_OR_RETURN(float* logits, arena.floats(m * experts));
   DSI_ASSIGN_OR_RETURN(int32_t* ids, arena.ints(pairs));
@@ -607,11 +620,16 @@ Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, 
   r.num_tokens = m;
   r.expert_ids = ids;
   r.weights = weights;
-  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(router.w) % 16 == 0;
-  if (router.dtype == DType::kF32 && router.bias == nullptr && aligned && m <= 4 &&
-      cu::moe_router_route_fits(m, experts, hidden)) {
-    // Decode: the router matmul and the routing in one launch.
-    DSI_RETURN_IF_ERROR(cu::moe_router_route(ctx, x, static_cast<const float*>(router.w), hidden, r));
+  const bool one_launch =
+      fused_router(m, norm != nullptr) && (norm != nullptr || reinterpret_cast<uintptr_t>(x) % 16 == 0);
+  if (norm != nullptr && !one_launch) {
+    // The norm the caller left to the router, on its own (x is its output).
+    DSI_RETURN_IF_ERROR(cu::rmsnorm_residual(ctx, {.x = norm->branch, .residual = norm->residual, .w = norm->w,
+                                                   .y = norm->normed, .m = m, .d = hidden, .eps = norm->eps}));
+  }
+  if (one_launch) {
+    // Decode: the router matmul and the routing (and with `norm` the residual add and RMSNorm) in one launch.
+    DSI_RETURN_IF_ERROR(cu::moe_router_route(ctx, x, static_cast<const float*>(router.w), hidden, r, norm));
   } else {
     DSI_RETURN_IF_ERROR(router.forward(ctx, arena, x, m, logits));
     DSI_RETURN_IF_ERROR(cu::moe_route(ctx, r));

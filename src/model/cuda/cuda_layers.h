@@ -11,6 +11,10 @@
 #include "kernels/ops.h"
 #include "model/decoder.h"
 
+namespace dsi::cuda {
+struct RouterNormArgs;  // kernels/cuda/cuda_ops.h
+}  // namespace dsi::cuda
+
 namespace dsi::cuda_model {
 
 // Bump allocator over device memory for a layer's temporaries: reset per layer; grows by chaining a new block
@@ -165,8 +169,14 @@ struct DMoe {
   DMlp shared;
   bool device_routing = true;
   // x_bf16: optional, x rounded to bf16 ([m, hidden]): the shared experts' GEMM and the grouped experts read it.
+  // norm: optional, the residual add and RMSNorm that produce x (norm->normed == x), left to this call: fused into
+  // the router's launch where fuses_norm(m), else run first.
   Status forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, float* out,
-                 const uint16_t* x_bf16 = nullptr) const;
+                 const uint16_t* x_bf16 = nullptr, const cuda::RouterNormArgs* norm = nullptr) const;
+  // Whether the decode router (matmul + routing in one launch) can take the norm too (DSI_CUDA_ROUTER_NORM=1: not
+  // yet the default, it has not run on a GPU).
+  bool fuses_norm(int64_t m) const;
+  bool fused_router(int64_t m, bool with_norm) const;
   bool takes_bf16_input(int64_t m) const { return path(m) == Path::kGrouped; }
   // Which routed-expert path forward takes for m tokens. kGemv and kGrouped keep the routing on the device
   // (capturable in a CUDA graph); kHost reads it back and runs one matmul per active expert.

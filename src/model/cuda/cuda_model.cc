@@ -437,12 +437,18 @@ Status CudaDecoderModel::run_layers(const BatchMeta& b, const int64_t* dev_ids, 
       DSI_RETURN_IF_ERROR(layer.gqa.forward(ctx, arena_, normed, b, branch, attn_bf16));
     }
     uint16_t* ffn_bf16 = bf16_for(layer.moe ? layer.moe_mlp.takes_bf16_input(t) : layer.mlp.takes_bf16_input(t));
-    DSI_RETURN_IF_ERROR(cu::rmsnorm_residual(ctx, {.x = branch, .residual = x, .w = layer.post_norm, .y = normed,
-                                                   .m = t, .d = h, .eps = eps, .y_bf16 = ffn_bf16}));
-    profile_mark(ctx, "norm");
+    const cu::RouterNormArgs post{.branch = branch, .residual = x, .w = layer.post_norm, .normed = normed,
+                                  .eps = eps};
+    const bool norm_in_router = layer.moe && ffn_bf16 == nullptr && layer.moe_mlp.fuses_norm(t);
+    if (!norm_in_router) {
+      DSI_RETURN_IF_ERROR(cu::rmsnorm_residual(ctx, {.x = branch, .residual = x, .w = layer.post_norm, .y = normed,
+                                                     .m = t, .d = h, .eps = eps, .y_bf16 = ffn_bf16}));
+      profile_mark(ctx, "norm");
+    }
     arena_.rewind();
     if (layer.moe) {
-      DSI_RETURN_IF_ERROR(layer.moe_mlp.forward(ctx, arena_, normed, t, branch, ffn_bf16));
+      DSI_RETURN_IF_ERROR(
+          layer.moe_mlp.forward(ctx, arena_, normed, t, branch, ffn_bf16, norm_in_router ? &post : nullptr));
     } else {
       DSI_RETURN_IF_ERROR(layer.mlp.forward(ctx, arena_, normed, t, branch, ffn_bf16));
     }

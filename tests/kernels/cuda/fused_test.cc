@@ -125,11 +125,21 @@ void test_pdl_chain(CudaContext& ctx) {
 }
 
 // The fused router (f32 matmul + routing, one launch) against ref matmul + ref_moe_route; twice in a row (the
-// arrival counter must be back at zero after each launch).
-void test_router_route(CudaContext& ctx, MoeRouteArgs a, int64_t hidden, const std::string& label) {
+// arrival counter must be back at zero after each launch). With the norm: x is rmsnorm(branch + residual) * nw
+// (ref), the residual must come back as branch + residual exactly and normed as rmsnorm_residual's output (bit for
+// bit where that kernel also runs 256 threads per row: hidden 1796..2048).
+void test_router_route(CudaContext& ctx, MoeRouteArgs a, int64_t hidden, const std::string& label,
+                       bool with_norm = false) {
   const std::string name = str_cat("moe_router_route ", label, " tokens=", a.num_tokens, " experts=",
-                                   a.num_experts, " hidden=", hidden);
-  const auto x = random_f32(a.num_tokens * hidden), w = random_f32(a.num_experts * hidden, -0.1f, 0.1f);
+                                   a.num_experts, " hidden=", hidden, with_norm ? " +norm" : "");
+  auto x = random_f32(a.num_tokens * hidden), w = random_f32(a.num_experts * hidden, -0.1f, 0.1f);
+  const auto branch = random_f32(a.num_tokens * hidden), res = random_f32(a.num_tokens * hidden);
+  const auto nw = random_f32(hidden, 0.5f, 1.5f);
+  std::vector<float> h(branch.size());
+  for (size_t i = 0; i < h.size(); ++i) h[i] = branch[i] + res[i];
+  if (with_norm) {
+    ref_ops().rmsnorm({.x = h.data(), .w = nw.data(), .y = x.data(), .m = a.num_tokens, .d = hidden});
+  }
   const auto bias = random_f32(a.num_experts, -0.2f, 0.2f);
   std::vector<float> logits(a.num_tokens * a.num_experts);
   ref_ops().matmul({.x = x.data(), .w = w.data(), .w_dtype = DType::kF32, .y = logits.data(), .m = a.num_tokens,
@@ -151,8 +161,25 @@ void test_router_route(CudaContext& ctx, MoeRouteArgs a, int64_t hidden, const s
   r.bias = use_bias ? dbias.get() : nullptr;
   r.expert_ids = dids.get();
   r.weights = dwt.get();
+  auto dbranch = upload(ctx, branch), dres = upload(ctx, res), dnw = upload(ctx, nw);
+  auto dnormed = upload(ctx, std::vector<float>(x.size(), NAN));
+  // rmsnorm_residual's output on the same inputs (into dx: the plain router's input when !with_norm is unused).
+  std::vector<float> separate;
+  if (with_norm) {
+    auto dres2 = upload(ctx, res);
+    CT_TRY(name, cuda::rmsnorm_residual(ctx, {.x = dbranch.get(), .residual = dres2.get(), .w = dnw.get(),
+                                              .y = dx.get(), .m = a.num_tokens, .d = hidden}));
+    separate = download(ctx, dx, x.size());
+  }
+  const cuda::RouterNormArgs norm{.branch = dbranch.get(), .residual = dres.get(), .w = dnw.get(),
+                                  .normed = dnormed.get()};
   for (int rep = 0; rep < 2; ++rep) {
-    CT_TRY(name, cuda::moe_router_route(ctx, dx.get(), dw.get(), hidden, r));
+    if (with_norm) {  // the launch adds branch into it
+      DSI_CHECK(cudaMemcpyAsync(dres.get(), res.data(), res.size() * sizeof(float), cudaMemcpyHostToDevice,
+                                ctx.stream()) == cudaSuccess);
+    }
+    CT_TRY(name, cuda::moe_router_route(ctx, with_norm ? nullptr : dx.get(), dw.get(), hidden, r,
+                                        with_norm ? &norm : nullptr));
     const auto ids = download(ctx, dids, want_ids.size());
     int64_t diff = 0;
     for (size_t i = 0; i < ids.size(); ++i) diff += ids[i] != want_ids[i];
@@ -160,6 +187,15 @@ void test_router_route(CudaContext& ctx, MoeRouteArgs a, int64_t hidden, const s
     report(name + run + " logits", rel_max_err(download(ctx, dlog, logits.size()), logits), 1e-5);
     report(name + run + " ids (fraction differing)", static_cast<double>(diff) / ids.size(), 0.0);
     report(name + run + " weights", rel_max_err(download(ctx, dwt, want_w.size()), want_w), 1e-5);
+    if (!with_norm) continue;
+    const auto normed = download(ctx, dnormed, x.size());
+    report(name + run + " normed", rel_max_err(normed, x), 1e-5);
+    report(name + run + " residual", rel_max_err(download(ctx, dres, res.size()), h), 0.0);
+    if (hidden >= 1796 && hidden <= 2048) {
+      report(name + run + " normed vs rmsnorm_residual (bits differing)",
+             static_cast<double>(std::memcmp(normed.data(), separate.data(), normed.size() * sizeof(float)) != 0),
+             0.0);
+    }
   }
 }
 
@@ -174,6 +210,21 @@ void run_fused_tests(CudaContext& ctx) {
   test_router_route(ctx, {.num_tokens = 11, .num_experts = 160, .top_k = 6, .n_group = 8, .topk_group = 3,
                           .scoring = MoeScoring::kSoftmax, .method = MoeTopk::kGroupLimitedGreedy,
                           .norm_topk_prob = true, .routed_scaling_factor = 16.0f}, 132, "softmax group_limited");
+  // The post-attention norm in the router's launch: V2-Lite decode (1 and 4 tokens), V3 (one token), a small width.
+  test_router_route(ctx, {.num_tokens = 1, .num_experts = 64, .top_k = 6, .scoring = MoeScoring::kSoftmax,
+                          .method = MoeTopk::kGreedy}, 2048, "softmax greedy (V2-Lite)", true);
+  test_router_route(ctx, {.num_tokens = 4, .num_experts = 64, .top_k = 6, .scoring = MoeScoring::kSoftmax,
+                          .method = MoeTopk::kGreedy}, 2048, "softmax greedy (V2-Lite)", true);
+  test_router_route(ctx, {.num_tokens = 1, .num_experts = 256, .top_k = 8, .n_group = 8, .topk_group = 4,
+                          .scoring = MoeScoring::kSigmoid, .method = MoeTopk::kNoauxTc, .norm_topk_prob = true,
+                          .routed_scaling_factor = 2.5f}, 7168, "sigmoid noaux_tc (V3)", true);
+  test_router_route(ctx, {.num_tokens = 3, .num_experts = 16, .top_k = 4, .n_group = 4, .topk_group = 2,
+                          .scoring = MoeScoring::kSigmoid, .method = MoeTopk::kNoauxTc, .norm_topk_prob = true,
+                          .routed_scaling_factor = 2.5f}, 256, "sigmoid noaux_tc (ds3-tiny)", true);
+  report("moe_router_route_fits with the norm (V3, 2 tokens: too much shared memory; 1 if wrong)",
+         !cuda::moe_router_route_fits(2, 256, 7168, true) && cuda::moe_router_route_fits(2, 256, 7168, false) ? 0.0
+                                                                                                               : 1.0,
+         0.0);
   test_mla_prep(ctx, 1, 16, 512, 64, 128, RopeStyle::kInterleaved);   // V2-Lite decode
   test_mla_prep(ctx, 7, 128, 512, 64, 128, RopeStyle::kInterleaved);  // V3 heads, several tokens
   test_mla_prep(ctx, 3, 4, 96, 32, 16, RopeStyle::kNeox);             // small fixture widths
