@@ -120,6 +120,8 @@ if has ab; then
   v2d=(--shape "$shapes/deepseek-v2-lite.json" --layers 0 --batch 1 8 --context 512 --decode-steps 16 --prefill 16)
   ab "v2lite decode default" DSI_AB=0 -- "${v2d[@]}"
   ab "v2lite decode DSI_CUDA_ROUTER_NORM=1" DSI_CUDA_ROUTER_NORM=1 -- "${v2d[@]}"
+  ab "v2lite decode DSI_CUDA_PREP_ABSORB=1" DSI_CUDA_PREP_ABSORB=1 -- "${v2d[@]}"
+  ab "v2lite decode both" DSI_CUDA_ROUTER_NORM=1 DSI_CUDA_PREP_ABSORB=1 -- "${v2d[@]}"
   v3=(--shape "$shapes/deepseek-v3.json" --layers 4 --batch 1 --context 512 --decode-steps 4 --prefill 512
       --prefill-batch 1 4)
   ab "v3 default" DSI_AB=0 -- "${v3[@]}"

@@ -97,6 +97,10 @@ struct MlaPrepArgs {
   int64_t num_tokens = 0, heads = 0, r = 0, rope_dim = 0;
 };
 Status mla_prep(CudaContext& ctx, const MlaPrepArgs& args);
+// mla_prep and head_matmul(h) in one launch (decode: the query absorption q_lat[:, h, :r] = q_nope W_UK_h beside
+// the latent's norm and ropes; h must not read what mla_prep writes nor write what it reads). The same results as
+// the two calls; where h does not take head_matmul's vectorized kernel, the two calls.
+Status mla_prep_absorb(CudaContext& ctx, const MlaPrepArgs& args, const HeadMatmulArgs& h);
 
 // y[i] += x[i] (f32).
 Status add_inplace(CudaContext& ctx, float* y, const float* x, int64_t n);

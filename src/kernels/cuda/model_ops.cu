@@ -5,6 +5,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/cuda_model_ops.h"
+#include "kernels/cuda/head_matmul.cuh"
 
 namespace dsi::cuda {
 namespace {
@@ -118,46 +119,11 @@ __global__ void head_matmul_kernel(HeadMatmulArgs a) {
   }
 }
 
-// bf16 weights with 16-byte aligned rows (k % 8 == 0): S lanes per output (S = k / 8 up to 32), each lane a
-// 16-byte chunk of the row at a time; several outputs per warp when k is short (MLA's W_UK: k = 128).
+// bf16 weights with 16-byte aligned rows: head_matmul.cuh.
 template <int S>
-__global__ void head_matmul_vec_kernel(HeadMatmulArgs a) {
+__global__ void __launch_bounds__(head_mm::kThreads) head_matmul_vec_kernel(HeadMatmulArgs a) {
   pdl_enter();
-  const int lane = threadIdx.x & 31, sub = lane % S;
-  constexpr int kPerWarp = 32 / S;
-  const int64_t groups = (int64_t{gridDim.x} * blockDim.x >> 5) * kPerWarp;
-  const int64_t total = a.num_tokens * a.num_heads * a.n;
-  const int64_t first = ((blockIdx.x * int64_t{blockDim.x} + threadIdx.x) >> 5) * kPerWarp + lane / S;
-  // Every lane runs the same trip count (the shuffles below need the whole warp).
-  for (int64_t base = first - lane / S; base < total; base += groups) {
-    const int64_t item = base + lane / S;
-    const bool valid = item < total;
-    float s = 0.0f;
-    if (valid) {
-      const int64_t n = item % a.n, th = item / a.n, h = th % a.num_heads, t = th / a.num_heads;
-      const float* x = a.x + t * a.x_token_stride + h * a.x_head_stride;
-      const uint16_t* w = static_cast<const uint16_t*>(a.w) + h * a.w_head_stride + n * a.w_row_stride;
-      for (int64_t k0 = int64_t{sub} * 8; k0 < a.k; k0 += 8 * S) {
-        const uint4 wv = *reinterpret_cast<const uint4*>(w + k0);
-        const float4 xa = *reinterpret_cast<const float4*>(x + k0);
-        const float4 xb = *reinterpret_cast<const float4*>(x + k0 + 4);
-        s = fmaf(__uint_as_float(wv.x << 16), xa.x, s);
-        s = fmaf(__uint_as_float(wv.x & 0xffff0000u), xa.y, s);
-        s = fmaf(__uint_as_float(wv.y << 16), xa.z, s);
-        s = fmaf(__uint_as_float(wv.y & 0xffff0000u), xa.w, s);
-        s = fmaf(__uint_as_float(wv.z << 16), xb.x, s);
-        s = fmaf(__uint_as_float(wv.z & 0xffff0000u), xb.y, s);
-        s = fmaf(__uint_as_float(wv.w << 16), xb.z, s);
-        s = fmaf(__uint_as_float(wv.w & 0xffff0000u), xb.w, s);
-      }
-    }
-#pragma unroll
-    for (int o = S / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (valid && sub == 0) {
-      const int64_t n = item % a.n, th = item / a.n, h = th % a.num_heads, t = th / a.num_heads;
-      a.y[t * a.y_token_stride + h * a.y_head_stride + n] = s;
-    }
-  }
+  head_mm::vec_body<S>(a, blockIdx.x, gridDim.x);
 }
 
 __global__ void moe_combine_kernel(const float* ys, const int32_t* pos, const float* w, int64_t tokens, int64_t top_k,
@@ -250,13 +216,9 @@ Status head_matmul(CudaContext& ctx, const HeadMatmulArgs& a) {
   const int64_t warps = a.num_tokens * a.num_heads * a.n;
   const unsigned grid = grid_for(ctx, warps * 32);
   // 16-byte rows and x chunks: the vectorized kernel.
-  const bool vec = a.w_dtype == DType::kBF16 && a.k % 8 == 0 && a.w_head_stride % 8 == 0 && a.w_row_stride % 8 == 0 &&
-                   a.x_token_stride % 4 == 0 && a.x_head_stride % 4 == 0 &&
-                   reinterpret_cast<uintptr_t>(a.w) % 16 == 0 && reinterpret_cast<uintptr_t>(a.x) % 16 == 0;
-  if (vec) {
-    const int64_t chunks = a.k / 8;
-    const int s = chunks >= 32 ? 32 : chunks >= 16 ? 16 : chunks >= 8 ? 8 : chunks >= 4 ? 4 : chunks >= 2 ? 2 : 1;
-    const unsigned vgrid = grid_for(ctx, (warps * s + 31) / 32 * 32);
+  if (head_mm::vec_ok(a)) {
+    const int s = head_mm::vec_lanes(a.k);
+    const unsigned vgrid = grid_for(ctx, head_mm::vec_threads(a, s));
     switch (s) {
       case 32: { const auto kernel_fn = head_matmul_vec_kernel<32>;
         DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(vgrid), dim3(256), 0, a); } break;

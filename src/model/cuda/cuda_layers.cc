@@ -311,15 +311,24 @@ Status DMla::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
   if (absorbed) {
     // One kernel normalizes and ropes the latent into the cache and ropes q_pe into the absorbed query.
     DSI_ASSIGN_OR_RETURN(float* q_lat, arena.floats(t * heads * lw()));  // [t, heads, r + rope]
-    DSI_RETURN_IF_ERROR(cu::mla_prep(ctx, {.lat = lat, .lat_stride = fw, .norm_w = kv_a_norm, .eps = eps, .q = q,
-                                           .q_token_stride = q_stride, .q_head_stride = qk, .nope = nope,
-                                           .q_lat = q_lat, .q_lat_token_stride = heads * lw(),
-                                           .q_lat_head_stride = lw(), .pool = pool, .slots = b.slots,
-                                           .positions = b.positions, .inv_freq = rope.inv_freq,
-                                           .attn_factor = rope.attn_factor, .style = RopeStyle::kInterleaved,
-                                           .num_tokens = t, .heads = heads, .r = r, .rope_dim = rope_dim}));
+    const cu::MlaPrepArgs prep{.lat = lat, .lat_stride = fw, .norm_w = kv_a_norm, .eps = eps, .q = q,
+                               .q_token_stride = q_stride, .q_head_stride = qk, .nope = nope, .q_lat = q_lat,
+                               .q_lat_token_stride = heads * lw(), .q_lat_head_stride = lw(), .pool = pool,
+                               .slots = b.slots, .positions = b.positions, .inv_freq = rope.inv_freq,
+                               .attn_factor = rope.attn_factor, .style = RopeStyle::kInterleaved, .num_tokens = t,
+                               .heads = heads, .r = r, .rope_dim = rope_dim};
+    // DSI_CUDA_PREP_ABSORB=1: the query absorption in the same launch (not yet the default: not run on a GPU).
+    static const bool fuse_absorb = [] {
+      const char* v = std::getenv("DSI_CUDA_PREP_ABSORB");
+      return v != nullptr && std::string_view(v) == "1";
+    }();
+    if (fuse_absorb) {
+      DSI_RETURN_IF_ERROR(cu::mla_prep_absorb(ctx, prep, q_absorb_args(q, q_stride, q_lat, t)));
+    } else {
+      DSI_RETURN_IF_ERROR(cu::mla_prep(ctx, prep));
+    }
     profile_mark(ctx, "mla_q_rope_kv");
-    DSI_RETURN_IF_ERROR(attend_absorbed(ctx, arena, q, q_stride, q_lat, b, attn));
+    DSI_RETURN_IF_ERROR(attend_absorbed(ctx, arena, q, q_stride, q_lat, b, attn, /*q_absorbed=*/fuse_absorb));
   } else {
     DSI_RETURN_IF_ERROR(cu::rmsnorm(ctx, {.x = lat, .w = kv_a_norm, .y = lat, .m = t, .d = r, .x_stride = fw,
                                           .y_stride = fw, .eps = eps}));
@@ -351,15 +360,19 @@ Status DMla::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
   return Status::Ok();
 }
 
+cu::HeadMatmulArgs DMla::q_absorb_args(const float* q, int64_t q_stride, float* q_lat, int64_t t) const {
+  const int64_t qk = nope + rope_dim, w = lw();
+  return {.x = q, .x_token_stride = q_stride, .x_head_stride = qk, .w = w_uk_t, .w_dtype = kv_b.dtype,
+          .w_head_stride = r * nope, .w_row_stride = nope, .y = q_lat, .y_token_stride = heads * w,
+          .y_head_stride = w, .num_tokens = t, .num_heads = heads, .n = r, .k = nope};
+}
+
 Status DMla::attend_absorbed(CudaContext& ctx, Arena& arena, const float* q, int64_t q_stride, float* q_lat,
-                             const BatchMeta& b, float* attn) const {
-  const int64_t t = b.num_tokens, qk = nope + rope_dim, w = lw();
+                             const BatchMeta& b, float* attn, bool q_absorbed) const {
+  const int64_t t = b.num_tokens, w = lw();
   DSI_ASSIGN_OR_RETURN(float* o_lat, arena.floats(t * heads * r));  // [t, heads, r]
-  // q_lat[:, h, :r] = q_nope[:, h] W_UK_h (its rope columns are mla_prep's).
-  DSI_RETURN_IF_ERROR(cu::head_matmul(ctx, {.x = q, .x_token_stride = q_stride, .x_head_stride = qk, .w = w_uk_t,
-                                            .w_dtype = kv_b.dtype, .w_head_stride = r * nope, .w_row_stride = nope,
-                                            .y = q_lat, .y_token_stride = heads * w, .y_head_stride = w,
-                                            .num_tokens = t, .num_heads = heads, .n = r, .k = nope}));
+  // q_lat[:, h, :r] = q_nope[:, h] W_UK_h (its rope columns are mla_prep's), unless mla_prep_absorb did it.
+  if (!q_absorbed) DSI_RETURN_IF_ERROR(cu::head_matmul(ctx, q_absorb_args(q, q_stride, q_lat, t)));
   if (b.all_single && r == 512 && rope_dim == 64) {
     // One query per sequence: the tensor-core split-K kernel over the paged latent cache.
     cu::MlaDecodeArgs m;

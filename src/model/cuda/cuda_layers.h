@@ -13,6 +13,7 @@
 
 namespace dsi::cuda {
 struct RouterNormArgs;  // kernels/cuda/cuda_ops.h
+struct HeadMatmulArgs;  // kernels/cuda/cuda_model_ops.h
 }  // namespace dsi::cuda
 
 namespace dsi::cuda_model {
@@ -144,8 +145,11 @@ struct DMla {
                  const uint16_t* x_bf16 = nullptr) const;
   bool takes_bf16_input(int64_t m) const { return fused_a.takes_bf16_input(m); }
   // q: [t, heads, nope + rope] at row stride q_stride; q_lat: [t, heads, r + rope] with its rope columns filled.
+  // q_absorbed: q_lat[:, :, :r] already holds the absorbed queries (mla_prep_absorb).
   Status attend_absorbed(CudaContext& ctx, Arena& arena, const float* q, int64_t q_stride, float* q_lat,
-                         const BatchMeta& b, float* attn) const;
+                         const BatchMeta& b, float* attn, bool q_absorbed = false) const;
+  // The query absorption q_lat[:, h, :r] = q_nope[:, h] W_UK_h of t tokens.
+  cuda::HeadMatmulArgs q_absorb_args(const float* q, int64_t q_stride, float* q_lat, int64_t t) const;
   // q as for attend_absorbed (the attention kernels read it at its row stride: no contiguous copy).
   Status attend_naive(CudaContext& ctx, Arena& arena, const float* q, int64_t q_stride, const BatchMeta& b,
                       float* attn) const;

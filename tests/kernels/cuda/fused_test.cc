@@ -82,6 +82,60 @@ void test_mla_prep(CudaContext& ctx, int64_t tokens, int64_t heads, int64_t r, i
   report(name + " (q_lat)", rel_max_err(download(ctx, dql, q_lat0.size()), want_q), 1e-6);
 }
 
+// mla_prep_absorb (one launch) against mla_prep then head_matmul (the query absorption into q_lat[:, h, :r]): the
+// same cache rows and the same q_lat, bit for bit.
+void test_mla_prep_absorb(CudaContext& ctx, int64_t tokens, int64_t heads, int64_t r, int64_t rope, int64_t nope) {
+  const std::string name = str_cat("mla_prep_absorb tokens=", tokens, " heads=", heads, " r=", r, " rope=", rope,
+                                   " nope=", nope);
+  const int64_t lw = r + rope, lat_stride = lw + 40, qk = nope + rope, q_stride = heads * qk + 24;
+  const int64_t rows = tokens + 3, qls = heads * lw;
+  const auto lat = random_f32(tokens * lat_stride, -3.0f, 3.0f), nw = random_f32(r, 0.5f, 1.5f);
+  const auto q = random_f32(tokens * q_stride);
+  const auto w_uk = to_bf16(random_f32(heads * r * nope, -0.1f, 0.1f));  // [heads, r, nope]
+  std::vector<int64_t> pos(tokens);
+  std::vector<int32_t> slots(tokens);
+  for (int64_t t = 0; t < tokens; ++t) {
+    pos[t] = (t * 389 + 11) % 4096;
+    slots[t] = static_cast<int32_t>(rows - 1 - t);
+  }
+  std::vector<double> inv_freq(rope / 2);
+  for (int64_t i = 0; i < rope / 2; ++i) inv_freq[i] = std::pow(10000.0, -2.0 * i / rope);
+  const auto pool0 = to_bf16(random_f32(rows * lw));
+  const auto q_lat0 = random_f32(tokens * qls);
+  auto dlat = upload(ctx, lat), dnw = upload(ctx, nw), dq = upload(ctx, q);
+  auto dwuk = upload(ctx, w_uk);
+  auto dpos = upload(ctx, pos);
+  auto dslots = upload(ctx, slots);
+  auto dfreq = upload(ctx, inv_freq);
+  std::vector<uint16_t> pools[2];
+  std::vector<float> q_lats[2];
+  for (int fused = 0; fused < 2; ++fused) {
+    auto dpool = upload(ctx, pool0);
+    auto dql = upload(ctx, q_lat0);
+    const cuda::MlaPrepArgs prep{.lat = dlat.get(), .lat_stride = lat_stride, .norm_w = dnw.get(), .eps = 1e-6f,
+                                 .q = dq.get(), .q_token_stride = q_stride, .q_head_stride = qk, .nope = nope,
+                                 .q_lat = dql.get(), .q_lat_token_stride = qls, .q_lat_head_stride = lw,
+                                 .pool = dpool.get(), .slots = dslots.get(), .positions = dpos.get(),
+                                 .inv_freq = dfreq.get(), .attn_factor = 1.0, .style = RopeStyle::kInterleaved,
+                                 .num_tokens = tokens, .heads = heads, .r = r, .rope_dim = rope};
+    const cuda::HeadMatmulArgs hm{.x = dq.get(), .x_token_stride = q_stride, .x_head_stride = qk, .w = dwuk.get(),
+                                  .w_dtype = DType::kBF16, .w_head_stride = r * nope, .w_row_stride = nope,
+                                  .y = dql.get(), .y_token_stride = qls, .y_head_stride = lw, .num_tokens = tokens,
+                                  .num_heads = heads, .n = r, .k = nope};
+    if (fused == 1) {
+      CT_TRY(name, cuda::mla_prep_absorb(ctx, prep, hm));
+    } else {
+      CT_TRY(name, cuda::mla_prep(ctx, prep));
+      CT_TRY(name, cuda::head_matmul(ctx, hm));
+    }
+    pools[fused] = download(ctx, dpool, pool0.size());
+    q_lats[fused] = download(ctx, dql, q_lat0.size());
+  }
+  report(name + " cache rows (bits differing, 1 if any)", pools[0] == pools[1] ? 0.0 : 1.0, 0.0);
+  report(name + " q_lat (bits differing, 1 if any)",
+         std::memcmp(q_lats[0].data(), q_lats[1].data(), q_lats[0].size() * sizeof(float)) == 0 ? 0.0 : 1.0, 0.0);
+}
+
 // A decode-like chain: rmsnorm -> GEMV (split k) -> GEMV with SwiGLU input -> rmsnorm with residual; the results
 // with PDL off and on must match bit for bit, and so must two runs (split-k sums in a fixed order).
 void test_pdl_chain(CudaContext& ctx) {
@@ -228,6 +282,10 @@ void run_fused_tests(CudaContext& ctx) {
   test_mla_prep(ctx, 1, 16, 512, 64, 128, RopeStyle::kInterleaved);   // V2-Lite decode
   test_mla_prep(ctx, 7, 128, 512, 64, 128, RopeStyle::kInterleaved);  // V3 heads, several tokens
   test_mla_prep(ctx, 3, 4, 96, 32, 16, RopeStyle::kNeox);             // small fixture widths
+  test_mla_prep_absorb(ctx, 1, 16, 512, 64, 128);   // V2-Lite decode
+  test_mla_prep_absorb(ctx, 4, 128, 512, 64, 128);  // V3 heads, a decode batch
+  test_mla_prep_absorb(ctx, 3, 8, 32, 16, 32);      // ds3-tiny widths (4 lanes per output)
+  test_mla_prep_absorb(ctx, 2, 4, 32, 16, 12);      // nope 12: not vectorized, the two launches
   test_pdl_chain(ctx);
 }
 
