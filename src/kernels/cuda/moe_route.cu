@@ -125,6 +125,10 @@ __global__ void moe_route_kernel(MoeRouteArgs a) {
 // tokens, one warp each. Shared memory: scores and choice of up to 8 tokens, then (fused norm) the normalized rows.
 constexpr int kRouterThreads = 256;
 
+__device__ __forceinline__ float4 add4(float4 a, float4 b) {
+  return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+}
+
 // Token t's h = branch + residual normalized into xs ([hidden] f32, shared memory) by the whole block: the sums of
 // rmsnorm_vec_kernel at 256 threads (thread i holds chunks i, i + 256, ...; block_sum_any).
 __device__ void router_norm_row(const RouterNormArgs& n, int64_t t, int64_t hidden, float4* xs) {
@@ -133,12 +137,7 @@ __device__ void router_norm_row(const RouterNormArgs& n, int64_t t, int64_t hidd
   const float4* r4 = reinterpret_cast<const float4*>(n.residual + t * hidden);
   float sum_sq = 0.0f;
   for (int64_t i = threadIdx.x; i < n4; i += kRouterThreads) {
-    float4 h = b4[i];
-    const float4 r = r4[i];
-    h.x += r.x;
-    h.y += r.y;
-    h.z += r.z;
-    h.w += r.w;
+    const float4 h = add4(b4[i], r4[i]);
     xs[i] = h;
     sum_sq += h.x * h.x + h.y * h.y + h.z * h.z + h.w * h.w;
   }
@@ -186,13 +185,7 @@ __global__ void __launch_bounds__(kRouterThreads) moe_router_route_kernel(const 
     const float4* b4 = reinterpret_cast<const float4*>(norm.branch);
     float4* y4 = reinterpret_cast<float4*>(norm.normed);
     for (int64_t i = threadIdx.x; i < n4; i += kRouterThreads) {
-      float4 h = b4[i];
-      const float4 r = r4[i];
-      h.x += r.x;
-      h.y += r.y;
-      h.z += r.z;
-      h.w += r.w;
-      r4[i] = h;
+      r4[i] = add4(b4[i], r4[i]);
       y4[i] = xs[i];
     }
   }
