@@ -125,6 +125,10 @@ if has ab; then
   v3=(--shape "$shapes/deepseek-v3.json" --layers 4 --batch 1 --context 512 --decode-steps 4 --prefill 512
       --prefill-batch 1 4)
   ab "v3 default" DSI_AB=0 -- "${v3[@]}"
+  ab "v3 decode DSI_MLA_WGMMA=1" DSI_MLA_WGMMA=1 -- --shape "$shapes/deepseek-v3.json" --layers 4 --batch 1 32 128 \
+    --context 4096 --decode-steps 8 --prefill 16
+  ab "v3 decode default (same shape)" DSI_AB=0 -- --shape "$shapes/deepseek-v3.json" --layers 4 --batch 1 32 128 \
+    --context 4096 --decode-steps 8 --prefill 16
   ab "v3 DSI_MOE_WGMMA=1 (FP8 experts on wgmma)" DSI_MOE_WGMMA=1 -- "${v3[@]}" --check-batching
   ab "v3 DSI_MOE_WGMMA=1 DSI_MOE_FUSED_GATHER=1" DSI_MOE_WGMMA=1 DSI_MOE_FUSED_GATHER=1 -- "${v3[@]}"
 fi

@@ -148,7 +148,13 @@ struct MlaDecodeOptions {
   // 10.5 us against 8.6 us for both launches; 128 heads: 47 against 15 us, the merge runs on one SM) and equal
   // from batch 64. The legacy kernel always combines separately.
   bool fused_combine = false;
+  // The warpgroup-MMA kernel (sm_90a): 64 heads per block (heads past num_heads padded), 64-token tiles, splits
+  // merged by mla_combine_kernel. Unsupported on other devices.
+  bool wgmma = false;
 };
 Status mla_decode(CudaContext& ctx, const MlaDecodeArgs& args, const MlaDecodeOptions& options);
+// The options mla_decode(ctx, args) uses: the defaults, with wgmma where DSI_MLA_WGMMA=1, num_heads % 64 == 0 and
+// the device runs it.
+MlaDecodeOptions default_mla_decode_options(const CudaContext& ctx, int64_t num_heads);
 
 }  // namespace dsi::cuda

@@ -10,11 +10,14 @@
 // With 128 heads each latent tile is loaded by 8 blocks, each doing little math per byte (8% of the copy
 // bandwidth on the H200); the tensor-core kernel loads it once per 64 heads.
 #include <algorithm>
+#include <cstdlib>
+#include <string_view>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/mla_decode_kernels.cuh"
+#include "kernels/cuda/mla_decode_wgmma.cuh"
 
 namespace dsi::cuda {
 namespace {
@@ -270,9 +273,63 @@ Status launch_tc(CudaContext& ctx, const MlaDecodeArgs& a, const MlaDecodeOption
   return Status::Ok();
 }
 
+// The warpgroup kernel (mla_decode_wgmma.cuh): 64 heads per block, splits merged by mla_combine_kernel.
+bool wgmma_runs_here(const CudaContext& ctx) {
+  return ctx.props().major == 9 && ctx.props().minor == 0 &&
+         ctx.props().sharedMemPerBlockOptin >= static_cast<size_t>(mla_wg::kSmemBytes);
+}
+
+Status launch_wgmma(CudaContext& ctx, const MlaDecodeArgs& a, Params p) {
+  if (!wgmma_runs_here(ctx)) {
+    return Status::Unsupported(str_cat("mla_decode: the wgmma kernel needs an sm_90 device with ", mla_wg::kSmemBytes,
+                                       " bytes of shared memory per block (have sm_", ctx.props().major,
+                                       ctx.props().minor, ", ", ctx.props().sharedMemPerBlockOptin, ")"));
+  }
+  const int64_t groups = (a.num_heads + mla_wg::kHeads - 1) / mla_wg::kHeads;
+  // One block per SM; splits as for the tensor-core kernel with 64 heads per block and a separate combine.
+  const int splits =
+      a.num_splits > 0 ? a.num_splits
+                       : mla::choose_splits({.batch = a.batch, .heads = a.num_heads, .groups = groups,
+                                             .heads_per_block = mla_wg::kHeads, .max_seq_len = a.max_seq_len,
+                                             .slots = ctx.num_sms(), .fused = false});
+  int64_t split_tokens = (a.max_seq_len + splits - 1) / splits;
+  split_tokens = (split_tokens + mla_wg::kTile - 1) / mla_wg::kTile * mla_wg::kTile;
+  const size_t rows = static_cast<size_t>(a.batch * a.num_heads * splits);
+  DSI_ASSIGN_OR_RETURN(void* ws, ctx.scratch(rows * (kVDim + 2) * sizeof(float)));
+  p.ws_o = static_cast<float*>(ws);
+  p.ws_ml = static_cast<float*>(ws) + rows * kVDim;
+  p.out = nullptr;
+  p.counters = nullptr;
+  p.splits = splits;
+  p.split_tokens = split_tokens;
+  DSI_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(mla_wg::mla_decode_wgmma_kernel,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize, mla_wg::kSmemBytes));
+  const dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(splits), static_cast<unsigned>(a.batch));
+  DSI_CUDA_LAUNCH(ctx, mla_wg::mla_decode_wgmma_kernel, grid, dim3(mla_wg::kThreads),
+                  static_cast<size_t>(mla_wg::kSmemBytes), p);
+  { const auto kernel_fn = mla::mla_combine_kernel;
+    DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(static_cast<unsigned>(a.batch * a.num_heads)), dim3(kVDim / 4), 0, p.ws_o,
+                    p.ws_ml, a.out, splits); }
+  return Status::Ok();
+}
+
 }  // namespace
 
-Status mla_decode(CudaContext& ctx, const MlaDecodeArgs& a) { return mla_decode(ctx, a, MlaDecodeOptions{}); }
+MlaDecodeOptions default_mla_decode_options(const CudaContext& ctx, int64_t num_heads) {
+  // DSI_MLA_WGMMA=1: the warpgroup kernel where the heads fill its 64-head blocks (not yet the default: it has
+  // not run on a GPU).
+  static const bool env = [] {
+    const char* v = std::getenv("DSI_MLA_WGMMA");
+    return v != nullptr && std::string_view(v) == "1";
+  }();
+  MlaDecodeOptions o;
+  o.wgmma = env && num_heads % mla_wg::kHeads == 0 && wgmma_runs_here(ctx);
+  return o;
+}
+
+Status mla_decode(CudaContext& ctx, const MlaDecodeArgs& a) {
+  return mla_decode(ctx, a, default_mla_decode_options(ctx, a.num_heads));
+}
 
 Status mla_decode(CudaContext& ctx, const MlaDecodeArgs& a, const MlaDecodeOptions& options) {
   if (a.kv_lora_rank != kVDim || a.kv_lora_rank + a.rope_dim != kDim) {
@@ -296,6 +353,7 @@ Status mla_decode(CudaContext& ctx, const MlaDecodeArgs& a, const MlaDecodeOptio
            .ws_o = nullptr, .ws_ml = nullptr, .out = nullptr,
            .q_aligned = reinterpret_cast<uintptr_t>(a.q) % 16 == 0, .counters = nullptr};
   if (options.legacy) return legacy::launch(ctx, a, p);
+  if (options.wgmma) return launch_wgmma(ctx, a, p);
   // Heads per block: hpb, or up to 64 in as few equal groups as possible (128 -> 2 x 64, 80 -> 2 x 48, 24 -> 32).
   const int64_t groups = hpb > 0 ? (a.num_heads + hpb - 1) / hpb : (a.num_heads + 63) / 64;
   if (groups > 65535) return Status::InvalidArgument(str_cat("mla_decode: ", a.num_heads, " heads"));

@@ -121,7 +121,7 @@ __global__ void head_matmul_kernel(HeadMatmulArgs a) {
 
 // bf16 weights with 16-byte aligned rows: head_matmul.cuh.
 template <int S>
-__global__ void __launch_bounds__(head_mm::kThreads) head_matmul_vec_kernel(HeadMatmulArgs a) {
+__global__ void head_matmul_vec_kernel(HeadMatmulArgs a) {
   pdl_enter();
   head_mm::vec_body<S>(a, blockIdx.x, gridDim.x);
 }

@@ -1,6 +1,6 @@
 // MLA absorbed decode against ref attention (one kv head, v = prefix of k) over contiguous and paged latent
 // caches (shuffled block tables), for V3's 128 heads, V2-Lite's 16, head counts that are no multiple of 16 or 64,
-// forced splits, forced heads per block and the earlier kernel; the split merge fused into the decode kernel (the
+// forced splits, forced heads per block, the earlier kernel and the warpgroup (wgmma) kernel; the split merge fused into the decode kernel (the
 // default) and by the separate combine kernel, empty sequences, and the fused merge's determinism (bit-identical
 // reruns, CUDA graph replays); INFO lines time the decode at 16 and 128 heads against the copy bandwidth (not
 // checked). Then the MoE router against ref_moe_route.
@@ -58,6 +58,7 @@ MlaSetup setup_mla(CudaContext& ctx, const MlaCase& c) {
                    " lens={", lens_str, "} splits=", c.splits,
                    c.options.heads_per_block ? str_cat(" heads_per_block=", c.options.heads_per_block) : std::string(),
                    c.options.legacy ? " legacy" : "", c.options.fused_combine ? " fused-combine" : "",
+                   c.options.wgmma ? " wgmma" : "",
                    c.unaligned_q ? " unaligned-q" : "");
   // Cache rows: [batch, max_tokens] contiguous, or a pool of shuffled blocks (3 spare) and a table per sequence.
   const int64_t max_tokens = max_len + 5;
@@ -125,7 +126,13 @@ MlaSetup setup_mla(CudaContext& ctx, const MlaCase& c) {
   return m;
 }
 
+bool wgmma_device(const CudaContext& ctx) { return ctx.props().major == 9 && ctx.props().minor == 0; }
+
 void test_mla(CudaContext& ctx, const MlaCase& c) {
+  if (c.options.wgmma && !wgmma_device(ctx)) {
+    std::printf("SKIP mla_decode wgmma cases: not an sm_90 device\n");
+    return;
+  }
   MlaSetup m = setup_mla(ctx, c);
   CT_TRY(m.name, cuda::mla_decode(ctx, m.args, c.options));
   // q and the probabilities are rounded to bf16 for the tensor cores.
@@ -246,10 +253,13 @@ void time_mla(CudaContext& ctx, int64_t heads, int64_t batch, int64_t ctx_len, d
     const char* label;
     cuda::MlaDecodeOptions options;
   };
-  const Variant variants[] = {
-      {"fused", {.fused_combine = true}}, {"separate-combine", {}}, {"legacy", {.legacy = true}}};
+  const Variant variants[] = {{"fused", {.fused_combine = true}},
+                              {"separate-combine", {}},
+                              {"legacy", {.legacy = true}},
+                              {"wgmma", {.wgmma = true}}};
   std::string line;
   for (const Variant& v : variants) {
+    if (v.options.wgmma && (heads % 64 != 0 || !wgmma_device(ctx))) continue;
     double us = 0.0;
     bool graphed = false;
     CT_TRY(name, time_calls(
@@ -357,6 +367,25 @@ void run_mla_moe_tests(CudaContext& ctx) {
     test_mla(ctx, {.heads = 16, .lens = {0, 33}, .splits = 1, .options = o});
     test_mla(ctx, {.heads = 80, .lens = {4096, 0, 100}, .splits = 7, .options = o});  // masked heads in the merge
     test_mla(ctx, {.heads = 128, .lens = {2000, 31}, .options = {.heads_per_block = 48, .fused_combine = !separate}});
+  }
+  // The warpgroup kernel: V3's 128 heads (two blocks per tile), 64, 192, padded head counts (80: a block of 64
+  // and one of 16 real heads), tile edges (63, 64, 65 tokens), one token, empty sequences, many splits (empty ones
+  // too), paged caches of block size 1, 16 and 64, unaligned q, batch 65; and its determinism (graph replays).
+  {
+    const cuda::MlaDecodeOptions w = {.wgmma = true};
+    test_mla(ctx, {.heads = 128, .lens = {1, 4096, 33}, .options = w});
+    test_mla(ctx, {.heads = 128, .lens = {4096}, .options = w});
+    test_mla(ctx, {.heads = 128, .lens = {63, 64, 65, 0, 129}, .splits = 1, .options = w});
+    test_mla(ctx, {.heads = 128, .lens = {4096, 33, 0}, .splits = 64, .options = w});
+    test_mla(ctx, {.heads = 64, .lens = cycle_lens(65, {1, 31, 32, 33, 64, 65, 127}), .options = w});
+    test_mla(ctx, {.heads = 192, .lens = {500, 1}, .splits = 3, .options = w});
+    test_mla(ctx, {.heads = 80, .lens = {33, 100, 7}, .splits = 7, .options = w});
+    test_mla(ctx, {.heads = 128, .lens = {4096, 1, 33}, .block_size = 64, .options = w});
+    test_mla(ctx, {.heads = 128, .lens = {500, 64}, .block_size = 16, .splits = 3, .options = w});
+    test_mla(ctx, {.heads = 64, .lens = {31, 32, 33}, .block_size = 1, .options = w});
+    test_mla(ctx, {.heads = 128, .lens = {1000}, .options = w, .unaligned_q = true});
+    test_mla(ctx, {.heads = 16, .lens = {1, 37, 300}, .options = w});  // a block of 16 real heads and 48 padded
+    if (wgmma_device(ctx)) test_mla_repeat(ctx, {.heads = 128, .lens = {4096, 2500, 77}, .options = w});
   }
   // Fused merge determinism (and counters back at zero after each launch, CUDA graphs included).
   const cuda::MlaDecodeOptions fused = {.fused_combine = true};
