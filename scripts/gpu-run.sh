@@ -3,7 +3,9 @@
 # build machine and packed by scripts/gpu-bundle.sh (carried as build/gpu-bundle.tar.xz), writing logs and JSON
 # results to OUT_DIR.
 #   scripts/gpu-run.sh OUT_DIR [STEP...]
-# steps: test golden serve v2lite llama v3 mla peer ab profile (default: test golden serve peer v2lite llama mla)
+# steps: test golden golden-optin serve v2lite llama v3 mla peer ab profile
+#   (default: test golden serve peer v2lite llama mla)
+#   golden-optin: the golden checks with every switch that is not yet the default turned on
 #   ab: prefill (and a short decode) of V2-Lite (27 layers) and the V3 slice with each A/B switch of the README
 #       against the defaults, printed into ab.txt (no JSON): the evidence for flipping a default
 #   serve: `dsinfer serve --device cuda` on the demo model with concurrent requests (scripts/gpu-serve-smoke.py)
@@ -36,8 +38,11 @@ if has test; then
   grep -E "^(FAIL|UNSUP|SUMMARY)" "$out/test.log"
 fi
 
-if has golden; then
-  : > "$out/golden.log"
+# golden_run LOG [ENV...]: every fixture, mode and MLA form (check-golden --device cuda) under the environment.
+golden_run() {
+  local log=$1
+  shift
+  : > "$out/$log.log"
   for m in "$root"/tests/golden/models/*/; do
     name=$(basename "$m")
     modes="incremental batched staggered"
@@ -45,16 +50,25 @@ if has golden; then
     [[ $name == ds* ]] && mlas="auto naive absorbed"
     for mode in $modes; do
       for mla in $mlas; do
-        "$dsinfer" check-golden --device cuda --model "$m" --mode "$mode" --mla "$mla" > "$out/golden-one.log" 2>&1
+        env "$@" "$dsinfer" check-golden --device cuda --model "$m" --mode "$mode" --mla "$mla" \
+          > "$out/golden-one.log" 2>&1
         st=$?
         line=$(tail -1 "$out/golden-one.log")
-        [[ $st == 0 ]] || cat "$out/golden-one.log" >> "$out/golden-fail.log"
-        echo "$name mode=$mode mla=$mla: $line $([[ $st == 0 ]] && echo PASS || echo FAIL)" | tee -a "$out/golden.log"
+        [[ $st == 0 ]] || cat "$out/golden-one.log" >> "$out/$log-fail.log"
+        echo "$name mode=$mode mla=$mla: $line $([[ $st == 0 ]] && echo PASS || echo FAIL)" | tee -a "$out/$log.log"
         [[ $st == 0 ]] || rc=1
       done
     done
   done
   rm -f "$out/golden-one.log"
+}
+if has golden; then
+  golden_run golden DSI_GOLDEN=default
+fi
+# The switches that are not yet the default, all on (what flipping them would give).
+if has golden-optin; then
+  golden_run golden-optin DSI_MOE_FUSED_GATHER=1 DSI_CUDA_ROUTER_NORM=1 DSI_CUDA_PREP_ABSORB=1 DSI_MLA_WGMMA=1 \
+    DSI_MOE_WGMMA=1
 fi
 
 if has serve; then

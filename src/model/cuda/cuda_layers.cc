@@ -633,13 +633,14 @@ Status DMoe::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t m, 
   r.num_tokens = m;
   r.expert_ids = ids;
   r.weights = weights;
-  const bool one_launch =
-      fused_router(m, norm != nullptr) && (norm != nullptr || reinterpret_cast<uintptr_t>(x) % 16 == 0);
+  bool one_launch = norm != nullptr && fused_router(m, true);
   if (norm != nullptr && !one_launch) {
     // The norm the caller left to the router, on its own (x is its output).
     DSI_RETURN_IF_ERROR(cu::rmsnorm_residual(ctx, {.x = norm->branch, .residual = norm->residual, .w = norm->w,
                                                    .y = norm->normed, .m = m, .d = hidden, .eps = norm->eps}));
+    norm = nullptr;
   }
+  if (norm == nullptr) one_launch = fused_router(m, false) && reinterpret_cast<uintptr_t>(x) % 16 == 0;
   if (one_launch) {
     // Decode: the router matmul and the routing (and with `norm` the residual add and RMSNorm) in one launch.
     DSI_RETURN_IF_ERROR(cu::moe_router_route(ctx, x, static_cast<const float*>(router.w), hidden, r, norm));

@@ -413,8 +413,13 @@ Status CudaDecoderModel::run_layers(const BatchMeta& b, const int64_t* dev_ids, 
     const char* v = std::getenv("DSI_CUDA_BF16_NORM");
     return v == nullptr || std::string_view(v) != "0";
   }();
+  bool any_takes = false;
+  for (const DLayer& layer : layers_) {
+    any_takes = any_takes || (layer.mla ? layer.mla_attn.takes_bf16_input(t) : layer.gqa.takes_bf16_input(t)) ||
+                (layer.moe ? layer.moe_mlp.takes_bf16_input(t) : layer.mlp.takes_bf16_input(t));
+  }
   uint16_t* normed_bf16 = nullptr;
-  if (bf16_norms && t > 1 && h % 8 == 0) {
+  if (bf16_norms && any_takes && t > 1 && h % 8 == 0) {
     DSI_ASSIGN_OR_RETURN(normed_bf16, grow<uint16_t>(normed_bf16_, t * h));
   }
   const auto bf16_for = [&](bool takes) { return takes ? normed_bf16 : nullptr; };

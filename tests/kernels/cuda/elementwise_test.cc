@@ -55,6 +55,7 @@ void test_rmsnorm_residual(CudaContext& ctx, int64_t m, int64_t d) {
 
   // No residual: y = rmsnorm(x), with its bf16 copy.
   std::vector<float> want_plain(m * d);
+  DSI_CHECK(cudaMemsetAsync(dyb.get(), 0xff, m * d * sizeof(uint16_t), ctx.stream()) == cudaSuccess);
   ref_ops().rmsnorm({.x = x.data(), .w = w.data(), .y = want_plain.data(), .m = m, .d = d});
   CT_TRY(name, cuda::rmsnorm_residual(ctx, {.x = dx.get(), .residual = nullptr, .w = dw.get(), .y = dy.get(),
                                             .m = m, .d = d, .y_bf16 = dyb.get()}));

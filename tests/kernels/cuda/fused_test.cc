@@ -232,6 +232,10 @@ void test_router_route(CudaContext& ctx, MoeRouteArgs a, int64_t hidden, const s
       DSI_CHECK(cudaMemcpyAsync(dres.get(), res.data(), res.size() * sizeof(float), cudaMemcpyHostToDevice,
                                 ctx.stream()) == cudaSuccess);
     }
+    // Outputs reset: a launch whose last block never routes (a counter not back at zero) leaves them so.
+    DSI_CHECK(cudaMemsetAsync(dids.get(), 0xff, want_ids.size() * sizeof(int32_t), ctx.stream()) == cudaSuccess);
+    DSI_CHECK(cudaMemsetAsync(dwt.get(), 0xff, want_w.size() * sizeof(float), ctx.stream()) == cudaSuccess);
+    DSI_CHECK(cudaMemsetAsync(dnormed.get(), 0xff, x.size() * sizeof(float), ctx.stream()) == cudaSuccess);
     CT_TRY(name, cuda::moe_router_route(ctx, with_norm ? nullptr : dx.get(), dw.get(), hidden, r,
                                         with_norm ? &norm : nullptr));
     const auto ids = download(ctx, dids, want_ids.size());
