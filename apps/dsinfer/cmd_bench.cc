@@ -330,7 +330,17 @@ int cmd_bench(int argc, char** argv) {
                                                    : nlohmann::ordered_json("hf-transformers (shared/bench/hf_peer.py)")},
                                 {"peer_decode_tok_s", decode.is_null() ? nullptr : peer_figure(peer_path, batch, context, "decode_tok_s")},
                                 {"peer_prefill_tok_s", prefill_tok_s.is_null() ? nullptr : peer_figure(peer_path, prefill_batch, prefill_tokens, "prefill_tok_s")}};
-    if (!decode.is_null()) j["roofline_ratio"] = decode.get<double>() / roofline.get<double>();
+    // Per layer: the step time (decode: batch tokens; prefill: prefill_batch x prefill_tokens) over the layers,
+    // embedding and lm_head included (the V3 slice's per-layer figures).
+    const double layers = static_cast<double>(std::max<int64_t>(config.num_hidden_layers, 1));
+    if (!decode.is_null()) {
+      j["roofline_ratio"] = decode.get<double>() / roofline.get<double>();
+      j["decode_us_per_layer"] = static_cast<double>(batch) / decode.get<double>() * 1e6 / layers;
+    }
+    if (!prefill_tok_s.is_null()) {
+      j["prefill_us_per_layer"] =
+          static_cast<double>(prefill_batch * prefill_tokens) / prefill_tok_s.get<double>() * 1e6 / layers;
+    }
     if (!prefill_tok_s.is_null() && gpu) {
       j["prefill_TFLOPs"] = prefill_tok_s.get<double>() * flops_per_token / 1e12;
       j["prefill_gemm_ratio"] = prefill_tok_s.get<double>() * flops_per_token / 1e12 / gemm_tflops;
