@@ -287,19 +287,25 @@ Status launch_wgmma(CudaContext& ctx, const MlaDecodeArgs& a, Params p) {
   }
   const int64_t groups = (a.num_heads + mla_wg::kHeads - 1) / mla_wg::kHeads;
   // One block per SM; splits as for the tensor-core kernel with 64 heads per block and a separate combine.
-  const int splits =
-      a.num_splits > 0 ? a.num_splits
-                       : mla::choose_splits({.batch = a.batch, .heads = a.num_heads, .groups = groups,
-                                             .heads_per_block = mla_wg::kHeads, .max_seq_len = a.max_seq_len,
-                                             .slots = ctx.num_sms(), .fused = false});
+  int splits = a.num_splits > 0 ? a.num_splits
+                                 : mla::choose_splits({.batch = a.batch, .heads = a.num_heads, .groups = groups,
+                                                       .heads_per_block = mla_wg::kHeads,
+                                                       .max_seq_len = a.max_seq_len, .slots = ctx.num_sms(),
+                                                       .fused = false});
   int64_t split_tokens = (a.max_seq_len + splits - 1) / splits;
   split_tokens = (split_tokens + mla_wg::kTile - 1) / mla_wg::kTile * mla_wg::kTile;
-  const size_t rows = static_cast<size_t>(a.batch * a.num_heads * splits);
-  DSI_ASSIGN_OR_RETURN(void* ws, ctx.scratch(rows * (kVDim + 2) * sizeof(float)));
-  p.ws_o = static_cast<float*>(ws);
-  p.ws_ml = static_cast<float*>(ws) + rows * kVDim;
-  p.out = nullptr;
+  // The chooser counts 32-token tiles: after rounding to 64 the last splits may hold no token of any sequence.
+  if (a.num_splits <= 0) splits = static_cast<int>((a.max_seq_len + split_tokens - 1) / split_tokens);
   p.counters = nullptr;
+  if (splits == 1) {
+    p.out = a.out;  // normalized in the kernel: no workspace, no combine
+  } else {
+    const size_t rows = static_cast<size_t>(a.batch * a.num_heads * splits);
+    DSI_ASSIGN_OR_RETURN(void* ws, ctx.scratch(rows * (kVDim + 2) * sizeof(float)));
+    p.ws_o = static_cast<float*>(ws);
+    p.ws_ml = static_cast<float*>(ws) + rows * kVDim;
+    p.out = nullptr;
+  }
   p.splits = splits;
   p.split_tokens = split_tokens;
   DSI_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(mla_wg::mla_decode_wgmma_kernel,
@@ -307,6 +313,7 @@ Status launch_wgmma(CudaContext& ctx, const MlaDecodeArgs& a, Params p) {
   const dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(splits), static_cast<unsigned>(a.batch));
   DSI_CUDA_LAUNCH(ctx, mla_wg::mla_decode_wgmma_kernel, grid, dim3(mla_wg::kThreads),
                   static_cast<size_t>(mla_wg::kSmemBytes), p);
+  if (splits == 1) return Status::Ok();
   { const auto kernel_fn = mla::mla_combine_kernel;
     DSI_CUDA_LAUNCH(ctx, kernel_fn, dim3(static_cast<unsigned>(a.batch * a.num_heads)), dim3(kVDim / 4), 0, p.ws_o,
                     p.ws_ml, a.out, splits); }

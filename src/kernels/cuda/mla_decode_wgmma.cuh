@@ -5,7 +5,7 @@
 // Block: 64 heads of one sequence over one split of its tokens, two warpgroups (256 threads), one block per SM.
 // Shared memory (1024-byte aligned, every tile in the 128-byte swizzle as [9 column blocks][64 rows][64 bf16]):
 // Q (64 heads x 576, bf16), two latent tiles of 64 tokens x 576 (cp.async, one in flight while the other is used),
-// P (64 heads x 64 tokens, bf16), and the two warpgroups' row maxima and sums: 225 KB. Per tile:
+// P (64 heads x 64 tokens, bf16), and the two warpgroups' row maxima and sums: 226 KB. Per tile:
 //   1. S = Q K^T: warpgroup g scores tokens [32 g, 32 g + 32) of the tile for the 64 heads (36 wgmma m64n32k16,
 //      A = Q and B = the tile, both K-major);
 //   2. online softmax (exp2 domain): the tile's row maximum of both halves (exchanged through shared memory), P in
@@ -13,7 +13,8 @@
 //   3. O += P V: warpgroup g accumulates value dims [256 g, 256 g + 256) over all 64 tokens (4 wgmma m64n256k16,
 //      A = P K-major, B = the same latent tile read MN-major: its first 512 dims are V).
 // Each latent tile is read from memory once per 64 heads; the math runs on the warpgroup MMA at about twice the
-// mma.sync kernel's rate per SM. Rows past num_heads score zeros and are never written.
+// mma.sync kernel's rate per SM. Rows past num_heads score zeros and are never written. With one split (Params::out
+// set) the block writes the normalized output itself; with several, (O, m, l) to the workspace.
 #pragma once
 
 #include <cstdint>
@@ -68,7 +69,11 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(mla::Para
   const auto ws_row = [&](int r) { return (b * p.heads + head0 + r) * p.splits + split; };
 
   if (start >= end) {  // an empty split (or an empty sequence): nothing to add in the combine
-    if (tid < kHeads && head0 + tid < p.heads) {
+    if (p.out != nullptr) {  // one split: an empty sequence's output is zeros
+      for (int i = tid; i < kHeads * mla::kVDim; i += kThreads) {
+        if (head0 + i / mla::kVDim < p.heads) p.out[(b * p.heads + head0) * mla::kVDim + i] = 0.0f;
+      }
+    } else if (tid < kHeads && head0 + tid < p.heads) {
       p.ws_ml[ws_row(tid) * 2] = -INFINITY;
       p.ws_ml[ws_row(tid) * 2 + 1] = 0.0f;
     }
@@ -208,7 +213,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(mla::Para
     row_sum[wg * kHeads + r1] = l[1];
   }
   __syncthreads();
-  if (wg == 0 && quad == 0) {
+  const bool direct = p.out != nullptr;  // one split: normalize here
+  if (!direct && wg == 0 && quad == 0) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = h == 0 ? r0 : r1;
@@ -222,12 +228,16 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(mla::Para
   for (int h = 0; h < 2; ++h) {
     const int r = h == 0 ? r0 : r1;
     if (head0 + r >= p.heads) continue;
-    float* dst = p.ws_o + ws_row(r) * mla::kVDim + 256 * wg + 2 * quad;
+    const float f = direct ? 1.0f / (row_sum[r] + row_sum[kHeads + r]) : 1.0f;  // > 0: the split has a token
+    float* dst = (direct ? p.out + (b * p.heads + head0 + r) * mla::kVDim : p.ws_o + ws_row(r) * mla::kVDim) +
+                 256 * wg + 2 * quad;
 #pragma unroll
     for (int c = 0; c < 32; ++c) {
-      *reinterpret_cast<float2*>(dst + 8 * c) = make_float2(o[4 * c + 2 * h], o[4 * c + 2 * h + 1]);
+      *reinterpret_cast<float2*>(dst + 8 * c) = make_float2(o[4 * c + 2 * h] * f, o[4 * c + 2 * h + 1] * f);
     }
   }
+#else
+  __trap();  // the host launches this kernel on sm_90a devices only (mla_decode.cu)
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 }
 

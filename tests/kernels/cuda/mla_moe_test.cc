@@ -377,7 +377,9 @@ void run_mla_moe_tests(CudaContext& ctx) {
     test_mla(ctx, {.heads = 128, .lens = {4096}, .options = w});
     test_mla(ctx, {.heads = 128, .lens = {63, 64, 65, 0, 129}, .splits = 1, .options = w});
     test_mla(ctx, {.heads = 128, .lens = {4096, 33, 0}, .splits = 64, .options = w});
-    test_mla(ctx, {.heads = 64, .lens = cycle_lens(65, {1, 31, 32, 33, 64, 65, 127}), .options = w});
+    test_mla(ctx, {.heads = 64, .lens = cycle_lens(65, {1, 31, 32, 33, 64, 65, 127, 128}), .options = w});
+    test_mla(ctx, {.heads = 128, .lens = {4096, 1500}, .splits = 1, .options = w});  // 64 tiles in one split
+    test_mla(ctx, {.heads = 128, .lens = {0, 700}, .splits = 1, .options = w});       // an empty sequence, direct
     test_mla(ctx, {.heads = 192, .lens = {500, 1}, .splits = 3, .options = w});
     test_mla(ctx, {.heads = 80, .lens = {33, 100, 7}, .splits = 7, .options = w});
     test_mla(ctx, {.heads = 128, .lens = {4096, 1, 33}, .block_size = 64, .options = w});
