@@ -68,7 +68,7 @@ fi
 # The switches that are not yet the default, all on (what flipping them would give).
 if has golden-optin; then
   golden_run golden-optin DSI_MOE_FUSED_GATHER=1 DSI_CUDA_ROUTER_NORM=1 DSI_CUDA_PREP_ABSORB=1 DSI_MLA_WGMMA=1 \
-    DSI_MOE_WGMMA=1
+    DSI_MOE_WGMMA=1 DSI_MOE_PLAN_BALLOT=1
 fi
 
 if has serve; then
@@ -128,6 +128,8 @@ if has ab; then
       --prefill-batch 1 8)
   ab "v2lite default" DSI_AB=0 -- "${v2[@]}" --check-batching
   ab "v2lite DSI_MOE_FUSED_GATHER=1" DSI_MOE_FUSED_GATHER=1 -- "${v2[@]}" --check-batching
+  ab "v2lite DSI_MOE_PLAN_BALLOT=1" DSI_MOE_PLAN_BALLOT=1 -- "${v2[@]}"
+  ab "v2lite both" DSI_MOE_FUSED_GATHER=1 DSI_MOE_PLAN_BALLOT=1 -- "${v2[@]}"
   ab "v2lite DSI_MOE_WGMMA=0" DSI_MOE_WGMMA=0 -- "${v2[@]}"
   ab "v2lite DSI_CUDA_MLA_BATCH=0" DSI_CUDA_MLA_BATCH=0 -- "${v2[@]}" --check-batching
   ab "v2lite DSI_CUDA_BF16_NORM=0" DSI_CUDA_BF16_NORM=0 -- "${v2[@]}"

@@ -35,6 +35,9 @@ enum class MoeGemmKernel { kAuto, kMma, kWgmma };
 // copy: the pairs' rows are written and read back once less). kAuto: kInLoader with DSI_MOE_FUSED_GATHER=1, else
 // kCopy (the in-loader gather has not yet run on a GPU). Both give the same bits.
 enum class MoeGather { kAuto, kCopy, kInLoader };
+// How the plan finds a warp's pairs of one expert: __match_any_sync, or one ballot per bit of the expert id. The
+// same plan either way. kAuto: kBallot with DSI_MOE_PLAN_BALLOT=1 (not yet run on a GPU), else kMatch.
+enum class MoePlanMatch { kAuto, kMatch, kBallot };
 
 struct MoeGroupedArgs {
   const float* x = nullptr;        // [num_tokens, hidden]
@@ -60,6 +63,7 @@ struct MoeGroupedArgs {
   // kWgmma where it cannot run is Unsupported.
   MoeGemmKernel gemm_kernel = MoeGemmKernel::kAuto;
   MoeGather gather = MoeGather::kAuto;
+  MoePlanMatch plan = MoePlanMatch::kAuto;
   DType w_dtype = DType::kBF16;  // kBF16 or kF8E4M3
   // FP8 only: per expert (contiguous blocks) the scales of W13 (gate rows then up rows; row i's scale row is
   // i / 128 over all 2 * inter rows) and of W2, as MoeExpertsArgs.

@@ -122,10 +122,28 @@ __device__ int2 block_exclusive_scan(int2 v, int2* warp_sums, int2* total) {
   return make_int2(base.x + inc.x - v.x, base.y + inc.y - v.y);
 }
 
+// The lanes whose value equals this lane's (v in [0, 2^bits)): __match_any_sync, or (kBallot) the AND of one ballot
+// per bit of v (the same mask; bits ballots instead of one match instruction, whose cost on the GPU is unmeasured).
+template <bool kBallot>
+__device__ __forceinline__ unsigned lanes_matching(int v, int bits) {
+  if constexpr (!kBallot) {
+    return __match_any_sync(0xffffffffu, v);
+  } else {
+    unsigned peers = 0xffffffffu;
+    for (int b = 0; b < bits; ++b) {
+      const bool one = (v >> b) & 1;
+      const unsigned ones = __ballot_sync(0xffffffffu, one);
+      peers &= one ? ones : ~ones;
+    }
+    return peers;
+  }
+}
+
 // Warp w owns the pairs [w seg, (w + 1) seg). Pass 1 counts each warp's pairs per expert; the scans turn the
 // counts into each warp's first row per expert and give each expert's first row and first tile; pass 2 ranks the
-// pairs of one expert within a step of 32 with __match_any_sync. Rows of one expert follow pair order.
+// pairs of one expert within a step of 32 with lanes_matching. Rows of one expert follow pair order.
 // Shared memory: int cnt[kPlanWarps][E], row_start[E + 1], tile_start[E + 1].
+template <bool kBallot>
 __global__ void __launch_bounds__(kPlanThreads) moe_plan_kernel(PlanParams p) {
   extern __shared__ int plan_smem[];
   __shared__ int2 warp_sums[kPlanWarps];
@@ -135,6 +153,10 @@ __global__ void __launch_bounds__(kPlanThreads) moe_plan_kernel(PlanParams p) {
   int* row_start = cnt + kPlanWarps * num_experts;
   int* tile_start = row_start + num_experts + 1;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  // Bits of an expert id or of num_experts (a skipped pair matches as num_experts: -1 would share the bits of
+  // 2^bits - 1).
+  const int bits = 32 - __clz(num_experts);
+  const auto peers_of = [&](int e) { return lanes_matching<kBallot>(e >= 0 ? e : num_experts, bits); };
   for (int i = tid; i < kPlanWarps * num_experts; i += kPlanThreads) cnt[i] = 0;
   __syncthreads();
 
@@ -156,7 +178,7 @@ __global__ void __launch_bounds__(kPlanThreads) moe_plan_kernel(PlanParams p) {
     load_batch(base, ev);
 #pragma unroll
     for (int u = 0; u < kPlanBatch; ++u) {
-      const unsigned peers = __match_any_sync(0xffffffffu, ev[u]);
+      const unsigned peers = peers_of(ev[u]);
       if (ev[u] >= 0 && lane == __ffs(peers) - 1) warp_cnt[ev[u]] += __popc(peers);
       __syncwarp();
     }
@@ -192,7 +214,7 @@ __global__ void __launch_bounds__(kPlanThreads) moe_plan_kernel(PlanParams p) {
     for (int u = 0; u < kPlanBatch; ++u) {
       const int q = base + 32 * u + lane;
       const int e = ev[u];
-      const unsigned peers = __match_any_sync(0xffffffffu, e);
+      const unsigned peers = peers_of(e);
       const int done = e >= 0 ? warp_cnt[e] : 0;  // pairs of e before this step
       __syncwarp();                               // every peer has read warp_cnt[e] before the leader moves it
       if (e >= 0) {
@@ -440,6 +462,16 @@ Result<bool> use_wgmma(const CudaContext& ctx, const MoeGroupedArgs& a, int64_t 
   return can && env != 0 && fp8_ok && a.gemm_warps == 0;  // a warp count asks for the mma.sync tiles
 }
 
+// Whether the plan ranks pairs with ballots: the caller's choice, else DSI_MOE_PLAN_BALLOT=1.
+bool plan_by_ballot(const MoeGroupedArgs& a) {
+  if (a.plan != MoePlanMatch::kAuto) return a.plan == MoePlanMatch::kBallot;
+  static const bool env = [] {
+    const char* v = std::getenv("DSI_MOE_PLAN_BALLOT");
+    return v != nullptr && std::string_view(v) == "1";
+  }();
+  return env;
+}
+
 // Whether gemm 1 reads the rows of x in place: the caller's choice, else DSI_MOE_FUSED_GATHER=1.
 bool gather_in_loader(const MoeGroupedArgs& a) {
   if (a.gather != MoeGather::kAuto) return a.gather == MoeGather::kInLoader;
@@ -542,9 +574,10 @@ Status moe_experts_grouped(CudaContext& ctx, const MoeGroupedArgs& a) {
                         .tiles = reinterpret_cast<int4*>(ws + l.tiles), .pairs = static_cast<int>(pairs),
                         .num_experts = static_cast<int>(a.num_experts), .bm = static_cast<int>(bm),
                         .num_tiles_bound = static_cast<int>(num_tiles_bound), .top_k = static_cast<int>(a.top_k)};
+  const auto plan_kernel = plan_by_ballot(a) ? moe_plan_kernel<true> : moe_plan_kernel<false>;
   DSI_CUDA_RETURN_IF_ERROR(
-      cudaFuncSetAttribute(moe_plan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(plan_smem)));
-  moe_plan_kernel<<<1, kPlanThreads, plan_smem, ctx.stream()>>>(plan);
+      cudaFuncSetAttribute(plan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(plan_smem)));
+  plan_kernel<<<1, kPlanThreads, plan_smem, ctx.stream()>>>(plan);
   DSI_CUDA_RETURN_IF_LAUNCH_FAILED();
 
   const auto blocks = static_cast<unsigned>(a.num_tokens);  // < 2^30

@@ -379,6 +379,16 @@ void test_grouped(CudaContext& ctx, const GroupedCase& c) {
       report(gname + " (fraction of bits differing)", fraction_differing_bits(download(ctx, dout, out_n), got), 0.0);
     }
   }
+  // The plan's pair ranking by ballots: the same plan, so the same bits.
+  {
+    cuda::MoeGroupedArgs g = a;
+    g.plan = cuda::MoePlanMatch::kBallot;
+    copy_to(ctx, dout, in.out0);
+    poison(ctx, ws);
+    CT_TRY(name + " plan=ballot", cuda::moe_experts_grouped(ctx, g));
+    report(name + " plan=ballot (fraction of bits differing)",
+           fraction_differing_bits(download(ctx, dout, out_n), got), 0.0);
+  }
 
   if (!c.graph) return;
   // Capture once, replay with the captured ids, then with other ids written into the same device buffer: the
@@ -546,15 +556,16 @@ void time_grouped(CudaContext& ctx) {
     }
     // The launcher's tiles with each gather: rows copied, read in place from f32 x (converted here), from bf16 x.
     auto dxb = upload(ctx, to_bf16(random_f32(tokens * kHidden)));
-    for (const int form : {0, 1, 2}) {
+    for (const int form : {0, 1, 2, 3}) {
       const std::string name = str_cat("moe_experts_grouped timing V2-Lite tokens=", tokens, " top_k=", kTopK,
-                                       " block_m=auto gather=", form == 0 ? "copy" : "in-loader",
-                                       form == 2 ? " x_bf16" : "");
+                                       " block_m=auto gather=", form == 0 || form == 3 ? "copy" : "in-loader",
+                                       form == 2 ? " x_bf16" : "", form == 3 ? " plan=ballot" : "");
       cuda::MoeGroupedArgs a{.x = dx.get(), .ids = dids.get(), .weights = dw.get(), .w13 = dw13.get(),
                              .w2 = dw2.get(), .out = dout.get(), .workspace = ws.get(),
                              .workspace_bytes = ws_bytes, .num_tokens = tokens, .top_k = kTopK,
                              .num_experts = kExperts, .hidden = kHidden, .inter = kInter};
-      a.gather = form == 0 ? cuda::MoeGather::kCopy : cuda::MoeGather::kInLoader;
+      a.gather = form == 0 || form == 3 ? cuda::MoeGather::kCopy : cuda::MoeGather::kInLoader;
+      a.plan = form == 3 ? cuda::MoePlanMatch::kBallot : cuda::MoePlanMatch::kMatch;
       if (form == 2) a.x_bf16 = dxb.get();
       double us = 0.0;
       CT_TRY(name, time_calls(ctx, [&] { return cuda::moe_experts_grouped(ctx, a); }, &us));
