@@ -68,7 +68,7 @@ fi
 # The switches that are not yet the default, all on (what flipping them would give).
 if has golden-optin; then
   golden_run golden-optin DSI_MOE_FUSED_GATHER=1 DSI_CUDA_ROUTER_NORM=1 DSI_CUDA_PREP_ABSORB=1 DSI_MLA_WGMMA=1 \
-    DSI_MOE_WGMMA=1 DSI_MOE_PLAN_BALLOT=1
+    DSI_MOE_WGMMA=1 DSI_MOE_PLAN_BALLOT=1 DSI_CUDA_GEMV_NORM=1
 fi
 
 if has serve; then
@@ -137,7 +137,11 @@ if has ab; then
   ab "v2lite decode default" DSI_AB=0 -- "${v2d[@]}"
   ab "v2lite decode DSI_CUDA_ROUTER_NORM=1" DSI_CUDA_ROUTER_NORM=1 -- "${v2d[@]}"
   ab "v2lite decode DSI_CUDA_PREP_ABSORB=1" DSI_CUDA_PREP_ABSORB=1 -- "${v2d[@]}"
-  ab "v2lite decode both" DSI_CUDA_ROUTER_NORM=1 DSI_CUDA_PREP_ABSORB=1 -- "${v2d[@]}"
+  ab "v2lite decode DSI_CUDA_GEMV_NORM=1" DSI_CUDA_GEMV_NORM=1 -- "${v2d[@]}"
+  ab "v2lite decode all three" DSI_CUDA_ROUTER_NORM=1 DSI_CUDA_PREP_ABSORB=1 DSI_CUDA_GEMV_NORM=1 -- "${v2d[@]}"
+  l8=(--shape "$shapes/r1-distill-llama-8b.json" --layers 0 --batch 1 16 --context 512 --decode-steps 16 --prefill 16)
+  ab "llama decode default" DSI_AB=0 -- "${l8[@]}"
+  ab "llama decode DSI_CUDA_GEMV_NORM=1" DSI_CUDA_GEMV_NORM=1 -- "${l8[@]}"
   v3=(--shape "$shapes/deepseek-v3.json" --layers 4 --batch 1 --context 512 --decode-steps 4 --prefill 512
       --prefill-batch 1 4)
   ab "v3 default" DSI_AB=0 -- "${v3[@]}"

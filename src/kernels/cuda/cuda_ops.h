@@ -24,6 +24,19 @@ Status gemv_bf16(CudaContext& ctx, const MatmulArgs& args);      // any m (fast 
 // y = (silu(gate) * up) w^T with gate | up side by side in each row of x ([m, 2k], row stride x_stride, default
 // 2k): the SwiGLU product is formed while x is staged, so the MLP's down projection needs no silu_mul kernel.
 Status gemv_bf16_silu_mul(CudaContext& ctx, const MatmulArgs& args);
+// One row with the RMSNorm before it in the same launch (decode's input norm ahead of the first GEMV of attention):
+// h = x + residual (x: args.x, the branch), y = (rmsnorm(h) * w) W^T + bias, and h written to `h` (with a residual;
+// h is then the new residual stream, in a buffer apart from x and residual: blocks read those while it is written).
+// Without a residual, rmsnorm(x) * w. Every block normalizes x in its shared memory (256 threads: the sums of
+// rmsnorm_residual where it runs 256 threads per row, hidden 1796..2048, the same bits there).
+struct GemvNormArgs {
+  const float* residual = nullptr;  // [k] or null
+  const float* w = nullptr;         // [k]
+  float* h = nullptr;               // [k], with a residual
+  float eps = 1e-6f;
+};
+bool gemv_bf16_norm_fits(const MatmulArgs& args);
+Status gemv_bf16_norm(CudaContext& ctx, const MatmulArgs& args, const GemvNormArgs& norm);
 Status gemm_cublaslt(CudaContext& ctx, const MatmulArgs& args);  // cuBLASLt
 
 // bf16 x bf16 GEMM with bf16 activations already on the device (prefill path).

@@ -19,6 +19,7 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kXSmemFloats = 8192;  // 32 KB of x per block
 constexpr int64_t kGemvMaxM = 1;    // matmul() uses the GEMV up to this m
+constexpr size_t kGemvNormMaxSmem = 48 << 10;  // gemv_bf16_norm's normalized x in shared memory
 
 struct GemvParams {
   const float* x;
@@ -35,6 +36,11 @@ struct GemvParams {
   // last split of a row block to arrive (counters[blockIdx.x]) adds them up in split order and writes y.
   float* partials;
   unsigned* counters;
+  // gemv1 with the norm (GemvNormArgs): x is the branch; norm_w set turns it on.
+  const float* norm_residual;
+  const float* norm_w;
+  float* norm_h;
+  float norm_eps;
 };
 
 __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
@@ -169,7 +175,9 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvParams p) {
 // barrier. The first round's weights are loaded before the PDL wait.
 constexpr int kRowThreads = 256;
 
-template <int RB, int G, bool kSwiglu>
+// kNorm (gemv_bf16_norm): x is rmsnorm(branch + residual) * w, formed first by every block into its shared memory
+// ([k] f32, as rmsnorm_vec_kernel sums at 256 threads); block 0 writes branch + residual to norm_h.
+template <int RB, int G, bool kSwiglu, bool kNorm = false>
 __global__ void __launch_bounds__(kRowThreads) gemv1_bf16_kernel(GemvParams p) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * RB;
@@ -192,6 +200,35 @@ __global__ void __launch_bounds__(kRowThreads) gemv1_bf16_kernel(GemvParams p) {
 #pragma unroll
   for (int r = 0; r < RB; ++r) acc[r] = 0.0f;
   const float4* x4 = reinterpret_cast<const float4*>(p.x);
+  if constexpr (kNorm) {
+    extern __shared__ float4 norm_x4[];
+    const int64_t n4 = p.k / 4;
+    const float4* b4 = reinterpret_cast<const float4*>(p.x);
+    const float4* r4 = reinterpret_cast<const float4*>(p.norm_residual);
+    float4* h4 = blockIdx.x == 0 ? reinterpret_cast<float4*>(p.norm_h) : nullptr;
+    float sum_sq = 0.0f;
+    for (int64_t i = tid; i < n4; i += kRowThreads) {
+      float4 h = b4[i];
+      if (r4 != nullptr) {
+        const float4 r = r4[i];
+        h.x += r.x;
+        h.y += r.y;
+        h.z += r.z;
+        h.w += r.w;
+        if (h4 != nullptr) h4[i] = h;
+      }
+      norm_x4[i] = h;
+      sum_sq += h.x * h.x + h.y * h.y + h.z * h.z + h.w * h.w;
+    }
+    const float inv_rms = rsqrtf(block_sum_any(sum_sq) / static_cast<float>(p.k) + p.norm_eps);
+    const float4* g4 = reinterpret_cast<const float4*>(p.norm_w);
+    for (int64_t i = tid; i < n4; i += kRowThreads) {
+      const float4 h = norm_x4[i], g = g4[i];
+      norm_x4[i] = make_float4(h.x * inv_rms * g.x, h.y * inv_rms * g.y, h.z * inv_rms * g.z, h.w * inv_rms * g.w);
+    }
+    __syncthreads();
+    x4 = norm_x4;
+  }
   const float4* u4 = reinterpret_cast<const float4*>(p.x + p.up_offset);
   for (int64_t base = 0; base < chunks; base += G * kRowThreads) {
     float4 xa[G], xb[G];
@@ -334,6 +371,11 @@ Status launch_gemv(CudaContext& ctx, GemvParams p) {
 template <int RB, int G>
 Status launch_gemv1_rg(CudaContext& ctx, const GemvParams& p) {
   const dim3 grid(static_cast<unsigned>((p.n + RB - 1) / RB));
+  if (p.norm_w != nullptr) {
+    const auto kernel = gemv1_bf16_kernel<RB, G, false, true>;
+    DSI_CUDA_LAUNCH(ctx, kernel, grid, dim3(kRowThreads), static_cast<size_t>(p.k) * sizeof(float), p);
+    return Status::Ok();
+  }
   if (p.swiglu) {
     const auto kernel = gemv1_bf16_kernel<RB, G, true>;
     DSI_CUDA_LAUNCH(ctx, kernel, grid, dim3(kRowThreads), 0, p);
@@ -451,6 +493,29 @@ Status run_gemv_bf16(CudaContext& ctx, const MatmulArgs& a, bool swiglu) {
 }  // namespace
 
 Status gemv_bf16(CudaContext& ctx, const MatmulArgs& a) { return run_gemv_bf16(ctx, a, false); }
+
+bool gemv_bf16_norm_fits(const MatmulArgs& a) {
+  const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  return a.w_dtype == DType::kBF16 && a.m == 1 && a.n > 0 && a.k > 0 && a.k % 8 == 0 &&
+         a.k * sizeof(float) <= kGemvNormMaxSmem && !a.accumulate && aligned(a.w) && aligned(a.x);
+}
+
+Status gemv_bf16_norm(CudaContext& ctx, const MatmulArgs& a, const GemvNormArgs& n) {
+  const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  if (!gemv_bf16_norm_fits(a) || n.w == nullptr || !aligned(n.w) ||
+      (n.residual != nullptr && (!aligned(n.residual) || n.h == nullptr || !aligned(n.h) || n.h == n.residual ||
+                                 n.h == a.x))) {
+    return Status::InvalidArgument(str_cat("gemv_bf16_norm: m ", a.m, " k ", a.k,
+                                           " (one row of bf16 weights, k % 8 == 0, k <= ",
+                                           kGemvNormMaxSmem / sizeof(float), ", 16-byte aligned x, w, residual and ",
+                                           "h, h apart from x and residual)"));
+  }
+  GemvParams p{.x = a.x, .w = static_cast<const uint16_t*>(a.w), .bias = a.bias, .y = a.y, .m = 1, .n = a.n,
+               .k = a.k, .xs = a.k, .ys = a.n, .k_chunk = 0, .atomic = false, .swiglu = false, .up_offset = 0,
+               .partials = nullptr, .counters = nullptr, .norm_residual = n.residual, .norm_w = n.w,
+               .norm_h = n.h, .norm_eps = n.eps};
+  return launch_gemv1(ctx, p);
+}
 
 Status gemv_bf16_silu_mul(CudaContext& ctx, const MatmulArgs& a) { return run_gemv_bf16(ctx, a, true); }
 

@@ -152,6 +152,20 @@ Status DLinear::forward(CudaContext& ctx, Arena& arena, const float* x, int64_t 
   return cu::matmul(ctx, matmul_args(x, m, y, x_stride, y_stride));
 }
 
+bool DLinear::fuses_norm(int64_t m) const {
+  static const bool enabled = [] {
+    const char* v = std::getenv("DSI_CUDA_GEMV_NORM");
+    return v != nullptr && std::string_view(v) == "1";
+  }();
+  // x's alignment is the caller's (the runner's activation buffers are 256-byte aligned); 16 stands in for it.
+  return enabled && m == 1 && dtype == DType::kBF16 &&
+         cu::gemv_bf16_norm_fits(matmul_args(reinterpret_cast<const float*>(16), 1, nullptr, 0, 0));
+}
+
+Status DLinear::forward_normed(CudaContext& ctx, const float* x, const cu::GemvNormArgs& norm, float* y) const {
+  return cu::gemv_bf16_norm(ctx, matmul_args(x, 1, y, 0, 0), norm);
+}
+
 MatmulArgs DLinear::matmul_args(const float* x, int64_t m, float* y, int64_t x_stride, int64_t y_stride) const {
   MatmulArgs a;
   a.x = x;
@@ -238,11 +252,15 @@ cu::PagedAttentionArgs paged_args(const BatchMeta& b) {
 // ---- GQA attention ---------------------------------------------------------------------------------------------
 
 Status DGqa::forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out,
-                     const uint16_t* x_bf16) const {
+                     const uint16_t* x_bf16, const cu::GemvNormArgs* norm) const {
   const int64_t t = b.num_tokens, width = (hq + 2 * hkv) * d, kw = hkv * d;
   DSI_ASSIGN_OR_RETURN(float* qkv_buf, arena.floats(t * width));
   DSI_ASSIGN_OR_RETURN(float* attn, arena.floats(t * hq * d));
-  DSI_RETURN_IF_ERROR(qkv.forward(ctx, arena, x, t, qkv_buf, 0, 0, x_bf16));
+  if (norm != nullptr) {
+    DSI_RETURN_IF_ERROR(qkv.forward_normed(ctx, x, *norm, qkv_buf));
+  } else {
+    DSI_RETURN_IF_ERROR(qkv.forward(ctx, arena, x, t, qkv_buf, 0, 0, x_bf16));
+  }
   profile_mark(ctx, "attn_qkv");
   RopeArgs r;
   r.positions = b.positions;
@@ -286,12 +304,16 @@ Status DGqa::forward(CudaContext& ctx, Arena& arena, const float* x, const Batch
 // ---- MLA -------------------------------------------------------------------------------------------------------
 
 Status DMla::forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out,
-                     const uint16_t* x_bf16) const {
+                     const uint16_t* x_bf16, const cu::GemvNormArgs* norm) const {
   const int64_t t = b.num_tokens, qk = nope + rope_dim, qw = heads * qk;
   const int64_t fw = fused_a.n;  // [q_lora | q] then the latent
   const int64_t lat0 = fw - lw();
   DSI_ASSIGN_OR_RETURN(float* fa, arena.floats(t * fw));
-  DSI_RETURN_IF_ERROR(fused_a.forward(ctx, arena, x, t, fa, 0, 0, x_bf16));
+  if (norm != nullptr) {
+    DSI_RETURN_IF_ERROR(fused_a.forward_normed(ctx, x, *norm, fa));
+  } else {
+    DSI_RETURN_IF_ERROR(fused_a.forward(ctx, arena, x, t, fa, 0, 0, x_bf16));
+  }
   profile_mark(ctx, "mla_a");
   float* q = fa;  // without q compression the queries are the first qw columns
   int64_t q_stride = fw;

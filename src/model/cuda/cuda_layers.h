@@ -14,6 +14,7 @@
 namespace dsi::cuda {
 struct RouterNormArgs;  // kernels/cuda/cuda_ops.h
 struct HeadMatmulArgs;  // kernels/cuda/cuda_model_ops.h
+struct GemvNormArgs;    // kernels/cuda/cuda_ops.h
 }  // namespace dsi::cuda
 
 namespace dsi::cuda_model {
@@ -71,6 +72,10 @@ struct DLinear {
                  int64_t y_stride = 0, const uint16_t* x_bf16 = nullptr) const;
   // Whether forward at m rows multiplies bf16(x) on cuBLASLt (bf16 weights without bias, past the GEMV's m).
   bool takes_bf16_input(int64_t m) const { return m > 1 && dtype == DType::kBF16 && bias == nullptr && k % 8 == 0; }
+  // One row with the RMSNorm before it in the GEMV's launch (cuda::gemv_bf16_norm; x = the norm's branch input):
+  // where fuses_norm(m) and DSI_CUDA_GEMV_NORM=1 (not yet the default: not run on a GPU).
+  bool fuses_norm(int64_t m) const;
+  Status forward_normed(CudaContext& ctx, const float* x, const cuda::GemvNormArgs& norm, float* y) const;
   // y = (silu(gate) * up) W^T from gate_up = [m, 2k] (gate | up) in one GEMV, where fuses_silu_mul(m).
   bool fuses_silu_mul(int64_t m) const;
   Status forward_silu_mul(CudaContext& ctx, const float* gate_up, int64_t m, float* y) const;
@@ -119,10 +124,12 @@ struct DGqa {
   float scale = 1.0f;
   uint16_t* k_pool = nullptr;  // [rows, 2 * hkv * d] bf16: K then V of each cached token
   uint16_t* v_pool = nullptr;  // k_pool + hkv * d
-  // x_bf16: optional, x rounded to bf16 (see DLinear::forward).
+  // x_bf16: optional, x rounded to bf16 (see DLinear::forward). norm: the input norm left to qkv's GEMV (x is then
+  // the norm's branch input; see DLinear::forward_normed).
   Status forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out,
-                 const uint16_t* x_bf16 = nullptr) const;
+                 const uint16_t* x_bf16 = nullptr, const cuda::GemvNormArgs* norm = nullptr) const;
   bool takes_bf16_input(int64_t m) const { return qkv.takes_bf16_input(m); }
+  bool fuses_norm(int64_t m) const { return qkv.fuses_norm(m); }
 };
 
 struct DMla {
@@ -140,10 +147,11 @@ struct DMla {
   MlaMode mode = MlaMode::kAuto;
   uint16_t* pool = nullptr;  // [rows, r + rope_dim] bf16
   int64_t lw() const { return r + rope_dim; }
-  // x_bf16: optional, x rounded to bf16 (see DLinear::forward).
+  // x_bf16: optional, x rounded to bf16 (see DLinear::forward). norm: the input norm left to fused_a's GEMV.
   Status forward(CudaContext& ctx, Arena& arena, const float* x, const BatchMeta& b, float* out,
-                 const uint16_t* x_bf16 = nullptr) const;
+                 const uint16_t* x_bf16 = nullptr, const cuda::GemvNormArgs* norm = nullptr) const;
   bool takes_bf16_input(int64_t m) const { return fused_a.takes_bf16_input(m); }
+  bool fuses_norm(int64_t m) const { return fused_a.fuses_norm(m); }
   // q: [t, heads, nope + rope] at row stride q_stride; q_lat: [t, heads, r + rope] with its rope columns filled.
   // q_absorbed: q_lat[:, :, :r] already holds the absorbed queries (mla_prep_absorb).
   Status attend_absorbed(CudaContext& ctx, Arena& arena, const float* q, int64_t q_stride, float* q_lat,

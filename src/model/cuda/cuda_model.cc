@@ -99,7 +99,7 @@ class CudaDecoderModel final : public Model {
   int64_t kv_blocks_ = 0, kv_block_size_ = 0;
   std::vector<DeviceBuffer<uint8_t>> kv_pools_;
   // Per-forward buffers, grown on demand.
-  DeviceBuffer<uint8_t> meta_, x_, normed_, normed_bf16_, branch_, lm_in_, logits_;
+  DeviceBuffer<uint8_t> meta_, x_, x_alt_, normed_, normed_bf16_, branch_, lm_in_, logits_;
   std::vector<uint8_t> host_meta_;
   float* host_logits_ = nullptr;  // pinned staging for the logits download
   size_t host_logits_bytes_ = 0;
@@ -405,6 +405,7 @@ Status CudaDecoderModel::run_layers(const BatchMeta& b, const int64_t* dev_ids, 
   CudaContext& ctx = *ctx_;
   const int64_t t = b.num_tokens, h = config_.hidden_size, vocab = config_.vocab_size;
   DSI_ASSIGN_OR_RETURN(float* x, grow<float>(x_, t * h));
+  float* const x_main = x;  // the residual stream's buffer (with the GEMV-fused input norm: x_ and x_alt_ in turn)
   DSI_ASSIGN_OR_RETURN(float* normed, grow<float>(normed_, t * h));
   DSI_ASSIGN_OR_RETURN(float* branch, grow<float>(branch_, t * h));
   // The norms also write bf16(normed) where the next layer's GEMM multiplies bf16 activations on cuBLASLt (more than
@@ -432,14 +433,33 @@ Status CudaDecoderModel::run_layers(const BatchMeta& b, const int64_t* dev_ids, 
     arena_.rewind();
     uint16_t* attn_bf16 = bf16_for(layer.mla ? layer.mla_attn.takes_bf16_input(t) : layer.gqa.takes_bf16_input(t));
     // Layer 0: no residual yet (x is the embedding).
-    DSI_RETURN_IF_ERROR(cu::rmsnorm_residual(ctx, {.x = l == 0 ? x : branch, .residual = l == 0 ? nullptr : x,
-                                                   .w = layer.input_norm, .y = normed, .m = t, .d = h, .eps = eps,
-                                                   .y_bf16 = attn_bf16}));
-    profile_mark(ctx, "norm");
-    if (layer.mla) {
-      DSI_RETURN_IF_ERROR(layer.mla_attn.forward(ctx, arena_, normed, b, branch, attn_bf16));
+    const float* norm_in = l == 0 ? x : branch;
+    float* residual = l == 0 ? nullptr : x;
+    if (layer.mla ? layer.mla_attn.fuses_norm(t) : layer.gqa.fuses_norm(t)) {
+      // Decode, one row: the input norm inside the first GEMV's launch. Its blocks read x while the new residual
+      // is written, so that goes to the other residual buffer, which then holds the residual stream.
+      float* h_out = nullptr;
+      if (residual != nullptr) {
+        DSI_ASSIGN_OR_RETURN(float* alt, grow<float>(x_alt_, t * h));
+        h_out = x == x_main ? alt : x_main;
+      }
+      const cu::GemvNormArgs in_norm{.residual = residual, .w = layer.input_norm, .h = h_out, .eps = eps};
+      if (layer.mla) {
+        DSI_RETURN_IF_ERROR(layer.mla_attn.forward(ctx, arena_, norm_in, b, branch, nullptr, &in_norm));
+      } else {
+        DSI_RETURN_IF_ERROR(layer.gqa.forward(ctx, arena_, norm_in, b, branch, nullptr, &in_norm));
+      }
+      if (h_out != nullptr) x = h_out;
     } else {
-      DSI_RETURN_IF_ERROR(layer.gqa.forward(ctx, arena_, normed, b, branch, attn_bf16));
+      DSI_RETURN_IF_ERROR(cu::rmsnorm_residual(ctx, {.x = norm_in, .residual = residual, .w = layer.input_norm,
+                                                     .y = normed, .m = t, .d = h, .eps = eps,
+                                                     .y_bf16 = attn_bf16}));
+      profile_mark(ctx, "norm");
+      if (layer.mla) {
+        DSI_RETURN_IF_ERROR(layer.mla_attn.forward(ctx, arena_, normed, b, branch, attn_bf16));
+      } else {
+        DSI_RETURN_IF_ERROR(layer.gqa.forward(ctx, arena_, normed, b, branch, attn_bf16));
+      }
     }
     uint16_t* ffn_bf16 = bf16_for(layer.moe ? layer.moe_mlp.takes_bf16_input(t) : layer.mlp.takes_bf16_input(t));
     const cu::RouterNormArgs post{.branch = branch, .residual = x, .w = layer.post_norm, .normed = normed,

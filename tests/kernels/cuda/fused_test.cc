@@ -136,6 +136,43 @@ void test_mla_prep_absorb(CudaContext& ctx, int64_t tokens, int64_t heads, int64
          std::memcmp(q_lats[0].data(), q_lats[1].data(), q_lats[0].size() * sizeof(float)) == 0 ? 0.0 : 1.0, 0.0);
 }
 
+// gemv_bf16_norm (the input norm in the GEMV's launch) against rmsnorm_residual then gemv_bf16: y within 1e-5
+// (bit for bit at k 1796..2048, where both norms sum alike), h == branch + residual exactly; without a residual
+// rmsnorm(x) alone.
+void test_gemv_norm(CudaContext& ctx, int64_t n, int64_t k, bool residual, bool bias) {
+  const std::string name =
+      str_cat("gemv_bf16_norm n=", n, " k=", k, residual ? " +residual" : "", bias ? " +bias" : "");
+  const auto branch = random_f32(k), res = random_f32(k), nw = random_f32(k, 0.5f, 1.5f);
+  const auto w = to_bf16(random_f32(n * k, -0.05f, 0.05f));
+  const auto b = random_f32(n);
+  auto dbranch = upload(ctx, branch), dres = upload(ctx, res), dnw = upload(ctx, nw), dbias = upload(ctx, b);
+  auto dw = upload(ctx, w);
+  auto dh = upload(ctx, std::vector<float>(k, NAN)), dnormed = upload(ctx, std::vector<float>(k));
+  auto dy = upload(ctx, std::vector<float>(n, NAN)), dy_ref = upload(ctx, std::vector<float>(n));
+  // Reference path: the separate norm (in place on a copy of the residual), then the GEMV.
+  auto dres_ref = upload(ctx, res);
+  CT_TRY(name, cuda::rmsnorm_residual(ctx, {.x = dbranch.get(), .residual = residual ? dres_ref.get() : nullptr,
+                                            .w = dnw.get(), .y = dnormed.get(), .m = 1, .d = k}));
+  MatmulArgs a{.x = dnormed.get(), .w = dw.get(), .w_dtype = DType::kBF16, .bias = bias ? dbias.get() : nullptr,
+               .y = dy_ref.get(), .m = 1, .n = n, .k = k};
+  CT_TRY(name, cuda::gemv_bf16(ctx, a));
+  a.x = dbranch.get();
+  a.y = dy.get();
+  CT_CHECK(name, cuda::gemv_bf16_norm_fits(a));
+  CT_TRY(name, cuda::gemv_bf16_norm(ctx, a, {.residual = residual ? dres.get() : nullptr, .w = dnw.get(),
+                                             .h = residual ? dh.get() : nullptr}));
+  const auto y = download(ctx, dy, n), y_ref = download(ctx, dy_ref, n);
+  report(name + " y", rel_max_err(y, y_ref), 1e-5);
+  if (k >= 1796 && k <= 2048) {
+    report(name + " y bits differing (1 if any)", std::memcmp(y.data(), y_ref.data(), n * sizeof(float)) ? 1.0 : 0.0,
+           0.0);
+  }
+  if (residual) {
+    report(name + " h", rel_max_err(download(ctx, dh, k), download(ctx, dres_ref, k)), 0.0);
+    report(name + " residual untouched", rel_max_err(download(ctx, dres, k), res), 0.0);
+  }
+}
+
 // A decode-like chain: rmsnorm -> GEMV (split k) -> GEMV with SwiGLU input -> rmsnorm with residual; the results
 // with PDL off and on must match bit for bit, and so must two runs (split-k sums in a fixed order).
 void test_pdl_chain(CudaContext& ctx) {
@@ -286,6 +323,11 @@ void run_fused_tests(CudaContext& ctx) {
   test_mla_prep(ctx, 1, 16, 512, 64, 128, RopeStyle::kInterleaved);   // V2-Lite decode
   test_mla_prep(ctx, 7, 128, 512, 64, 128, RopeStyle::kInterleaved);  // V3 heads, several tokens
   test_mla_prep(ctx, 3, 4, 96, 32, 16, RopeStyle::kNeox);             // small fixture widths
+  test_gemv_norm(ctx, 3648, 2048, true, false);  // V2-Lite fused_a: [q | latent]
+  test_gemv_norm(ctx, 3648, 2048, false, false); // layer 0 (no residual yet)
+  test_gemv_norm(ctx, 6144, 4096, true, false);  // Llama-8B qkv
+  test_gemv_norm(ctx, 1000, 7168, true, true);   // a V3-wide row, with a bias
+  test_gemv_norm(ctx, 37, 256, true, true);      // tiny fixture widths
   test_mla_prep_absorb(ctx, 1, 16, 512, 64, 128);   // V2-Lite decode
   test_mla_prep_absorb(ctx, 4, 128, 512, 64, 128);  // V3 heads, a decode batch
   test_mla_prep_absorb(ctx, 3, 8, 32, 16, 32);      // ds3-tiny widths (4 lanes per output)
