@@ -19,7 +19,7 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kXSmemFloats = 8192;  // 32 KB of x per block
 constexpr int64_t kGemvMaxM = 1;    // matmul() uses the GEMV up to this m
-constexpr size_t kGemvNormMaxSmem = 48 << 10;  // gemv_bf16_norm's normalized x in shared memory
+constexpr size_t kGemvNormMaxSmem = 47 << 10;  // gemv_bf16_norm's x in shared memory (48 KB less static)
 
 struct GemvParams {
   const float* x;
@@ -205,8 +205,9 @@ __global__ void __launch_bounds__(kRowThreads) gemv1_bf16_kernel(GemvParams p) {
     const int64_t n4 = p.k / 4;
     const float4* b4 = reinterpret_cast<const float4*>(p.x);
     const float4* r4 = reinterpret_cast<const float4*>(p.norm_residual);
-    float4* h4 = blockIdx.x == 0 ? reinterpret_cast<float4*>(p.norm_h) : nullptr;
+    float4* h4 = blockIdx.x == 0 && r4 != nullptr ? reinterpret_cast<float4*>(p.norm_h) : nullptr;
     float sum_sq = 0.0f;
+    // Only shared-memory stores here: the loads of every iteration can be in flight at once (h goes out below).
     for (int64_t i = tid; i < n4; i += kRowThreads) {
       float4 h = b4[i];
       if (r4 != nullptr) {
@@ -215,7 +216,6 @@ __global__ void __launch_bounds__(kRowThreads) gemv1_bf16_kernel(GemvParams p) {
         h.y += r.y;
         h.z += r.z;
         h.w += r.w;
-        if (h4 != nullptr) h4[i] = h;
       }
       norm_x4[i] = h;
       sum_sq += h.x * h.x + h.y * h.y + h.z * h.z + h.w * h.w;
@@ -224,6 +224,7 @@ __global__ void __launch_bounds__(kRowThreads) gemv1_bf16_kernel(GemvParams p) {
     const float4* g4 = reinterpret_cast<const float4*>(p.norm_w);
     for (int64_t i = tid; i < n4; i += kRowThreads) {
       const float4 h = norm_x4[i], g = g4[i];
+      if (h4 != nullptr) h4[i] = h;
       norm_x4[i] = make_float4(h.x * inv_rms * g.x, h.y * inv_rms * g.y, h.z * inv_rms * g.z, h.w * inv_rms * g.w);
     }
     __syncthreads();

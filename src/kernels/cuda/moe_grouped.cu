@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(kPlanThreads) moe_plan_kernel(PlanParams p) {
   const int begin = warp * seg, end = min(p.pairs, begin + seg);
   int* warp_cnt = cnt + warp * num_experts;
   // ev[u]: the expert of pair base + 32 u + lane, -1 when skipped or past the segment. Loop bounds are
-  // warp-uniform, so every lane reaches each __match_any_sync.
+  // warp-uniform, so every lane reaches each lanes_matching (its match or ballots).
   const auto load_batch = [&](int base, int (&ev)[kPlanBatch]) {
 #pragma unroll
     for (int u = 0; u < kPlanBatch; ++u) {

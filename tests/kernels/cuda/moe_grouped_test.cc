@@ -342,6 +342,7 @@ void test_grouped(CudaContext& ctx, const GroupedCase& c) {
   a.gemm_warps = c.gemm_warps;
   a.gemm_kernel = c.kernel;
   a.gather = c.gather;
+  a.plan = cuda::MoePlanMatch::kMatch;  // the baseline of the ballot comparison below, whatever the environment
   if (c.fp8) {
     a.w13 = dc13.get();
     a.w2 = dc2.get();
@@ -351,6 +352,10 @@ void test_grouped(CudaContext& ctx, const GroupedCase& c) {
   }
   CT_TRY(name, cuda::moe_experts_grouped(ctx, a));
   const auto got = download(ctx, dout, out_n);
+  // The plan's row of each pair (the workspace's first int32 [pairs]), for the ballot comparison below.
+  const size_t plan_bytes = static_cast<size_t>(c.tokens * c.top_k) * sizeof(int32_t);
+  const auto ws_head = [&] { return download(ctx, ws, plan_bytes); };
+  const auto plan_match = ws_head();
   report(name, contribution_err(c, got, want.rounded, in.out0), tol_rounded);
   report(name + " vs unrounded", contribution_err(c, got, want.exact, in.out0), tol_exact);
 
@@ -388,6 +393,7 @@ void test_grouped(CudaContext& ctx, const GroupedCase& c) {
     CT_TRY(name + " plan=ballot", cuda::moe_experts_grouped(ctx, g));
     report(name + " plan=ballot (fraction of bits differing)",
            fraction_differing_bits(download(ctx, dout, out_n), got), 0.0);
+    report(name + " plan=ballot rows of the pairs (1 if they differ)", ws_head() == plan_match ? 0.0 : 1.0, 0.0);
   }
 
   if (!c.graph) return;
