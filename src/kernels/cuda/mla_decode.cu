@@ -26,6 +26,15 @@ using mla::kDim;
 using mla::kVDim;
 using mla::Params;
 
+// The split workspace: (O, m, l) of every (sequence, head, split), for the combine or the fused merge.
+Status split_workspace(CudaContext& ctx, const MlaDecodeArgs& a, int splits, Params& p) {
+  const size_t rows = static_cast<size_t>(a.batch * a.num_heads * splits);
+  DSI_ASSIGN_OR_RETURN(void* ws, ctx.scratch(rows * (kVDim + 2) * sizeof(float)));
+  p.ws_o = static_cast<float*>(ws);
+  p.ws_ml = static_cast<float*>(ws) + rows * kVDim;
+  return Status::Ok();
+}
+
 namespace legacy {
 
 constexpr int kHeads = 16;          // heads per block (one m16 tile)
@@ -196,10 +205,7 @@ Status launch(CudaContext& ctx, const MlaDecodeArgs& a, Params p) {
   }
   int64_t split_tokens = (a.max_seq_len + splits - 1) / splits;
   split_tokens = (split_tokens + kTile - 1) / kTile * kTile;
-  const size_t rows = static_cast<size_t>(a.batch * a.num_heads * splits);
-  DSI_ASSIGN_OR_RETURN(void* ws, ctx.scratch(rows * (kVDim + 2) * sizeof(float)));
-  p.ws_o = static_cast<float*>(ws);
-  p.ws_ml = static_cast<float*>(ws) + rows * kVDim;
+  DSI_RETURN_IF_ERROR(split_workspace(ctx, a, splits, p));
   p.out = nullptr;
   p.splits = splits;
   p.split_tokens = split_tokens;
@@ -252,10 +258,7 @@ Status launch_tc(CudaContext& ctx, const MlaDecodeArgs& a, const MlaDecodeOption
   if (splits == 1) {
     p.out = a.out;  // normalized in the kernel; no workspace, no combine
   } else {
-    const size_t rows = static_cast<size_t>(a.batch * a.num_heads * splits);
-    DSI_ASSIGN_OR_RETURN(void* ws, ctx.scratch(rows * (kVDim + 2) * sizeof(float)));
-    p.ws_o = static_cast<float*>(ws);
-    p.ws_ml = static_cast<float*>(ws) + rows * kVDim;
+    DSI_RETURN_IF_ERROR(split_workspace(ctx, a, splits, p));
     if (fused) {
       p.out = a.out;
       p.counters = ctx.splitk_counters() + kCounterBase;
@@ -300,10 +303,7 @@ Status launch_wgmma(CudaContext& ctx, const MlaDecodeArgs& a, Params p) {
   if (splits == 1) {
     p.out = a.out;  // normalized in the kernel: no workspace, no combine
   } else {
-    const size_t rows = static_cast<size_t>(a.batch * a.num_heads * splits);
-    DSI_ASSIGN_OR_RETURN(void* ws, ctx.scratch(rows * (kVDim + 2) * sizeof(float)));
-    p.ws_o = static_cast<float*>(ws);
-    p.ws_ml = static_cast<float*>(ws) + rows * kVDim;
+    DSI_RETURN_IF_ERROR(split_workspace(ctx, a, splits, p));
     p.out = nullptr;
   }
   p.splits = splits;

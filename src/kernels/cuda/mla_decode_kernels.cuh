@@ -63,6 +63,24 @@ __device__ __forceinline__ const uint16_t* token_row(const Params& p, int64_t b,
   return p.cache + row * kDim;
 }
 
+// 16-byte chunk c (8 dims) of head head0 + h's query of sequence b as bf16 (zeros for a head past num_heads).
+__device__ __forceinline__ uint4 q_chunk_bf16(const Params& p, int64_t b, int64_t head0, int h, int c) {
+  uint4 v = make_uint4(0u, 0u, 0u, 0u);
+  if (head0 + h >= p.heads) return v;
+  const float* src = p.q + (b * p.heads + head0 + h) * kDim + c * 8;
+  float x[8];
+  if (p.q_aligned) {
+    const float4 lo = reinterpret_cast<const float4*>(src)[0], hi = reinterpret_cast<const float4*>(src)[1];
+    x[0] = lo.x, x[1] = lo.y, x[2] = lo.z, x[3] = lo.w, x[4] = hi.x, x[5] = hi.y, x[6] = hi.z, x[7] = hi.w;
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) x[e] = src[e];
+  }
+  v = make_uint4(ptx::pack_bf16(x[0], x[1]), ptx::pack_bf16(x[2], x[3]), ptx::pack_bf16(x[4], x[5]),
+                 ptx::pack_bf16(x[6], x[7]));
+  return v;
+}
+
 // Element offset of (row, col) in a [rows][576] bf16 array whose 16-byte chunks are XOR-swizzled by row % 8: the 8
 // rows one ldmatrix phase reads (consecutive, from a multiple of 8) fall in 8 different bank groups although the
 // row pitch (1152 B) is a multiple of 128 B.
@@ -234,21 +252,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_tc_kernel(Params p) {
   // Q (f32) -> bf16 in shared memory; the heads past num_heads are zeros (scores 0, never written out).
   for (int i = tid; i < kHeads * kChunks; i += kThreads) {
     const int h = i / kChunks, c = i - h * kChunks;
-    uint4 v = make_uint4(0u, 0u, 0u, 0u);
-    if (head0 + h < p.heads) {
-      const float* src = p.q + (b * p.heads + head0 + h) * kDim + c * 8;
-      float x[8];
-      if (p.q_aligned) {
-        const float4 lo = reinterpret_cast<const float4*>(src)[0], hi = reinterpret_cast<const float4*>(src)[1];
-        x[0] = lo.x, x[1] = lo.y, x[2] = lo.z, x[3] = lo.w, x[4] = hi.x, x[5] = hi.y, x[6] = hi.z, x[7] = hi.w;
-      } else {
-#pragma unroll
-        for (int e = 0; e < 8; ++e) x[e] = src[e];
-      }
-      v = make_uint4(ptx::pack_bf16(x[0], x[1]), ptx::pack_bf16(x[2], x[3]), ptx::pack_bf16(x[4], x[5]),
-                     ptx::pack_bf16(x[6], x[7]));
-    }
-    *reinterpret_cast<uint4*>(sm.q + swz(h, c * 8)) = v;
+    *reinterpret_cast<uint4*>(sm.q + swz(h, c * 8)) = q_chunk_bf16(p, b, head0, h, c);
   }
 
   float o[kM][8][4];  // heads [16 mt, +16) x dims [64 warp + 8 j, +8)

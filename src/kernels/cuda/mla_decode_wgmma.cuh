@@ -99,21 +99,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(mla::Para
   // Q (f32) -> bf16; heads past num_heads are zeros.
   for (int i = tid; i < kHeads * mla::kChunks; i += kThreads) {
     const int h = i / mla::kChunks, cc = i - h * mla::kChunks;
-    uint4 v = make_uint4(0u, 0u, 0u, 0u);
-    if (head0 + h < p.heads) {
-      const float* src = p.q + (b * p.heads + head0 + h) * mla::kDim + cc * 8;
-      float x[8];
-      if (p.q_aligned) {
-        const float4 lo = reinterpret_cast<const float4*>(src)[0], hi = reinterpret_cast<const float4*>(src)[1];
-        x[0] = lo.x, x[1] = lo.y, x[2] = lo.z, x[3] = lo.w, x[4] = hi.x, x[5] = hi.y, x[6] = hi.z, x[7] = hi.w;
-      } else {
-#pragma unroll
-        for (int e = 0; e < 8; ++e) x[e] = src[e];
-      }
-      v = make_uint4(ptx::pack_bf16(x[0], x[1]), ptx::pack_bf16(x[2], x[3]), ptx::pack_bf16(x[4], x[5]),
-                     ptx::pack_bf16(x[6], x[7]));
-    }
-    *reinterpret_cast<uint4*>(sm + kQOff + chunk_off(h, cc)) = v;
+    *reinterpret_cast<uint4*>(sm + kQOff + chunk_off(h, cc)) = mla::q_chunk_bf16(p, b, head0, h, cc);
   }
 
   float o[128];  // O of heads r0 / r1 (i % 4 < 2 / >= 2), dims 256 wg + 8 (i / 4) + 2 quad + i % 2
