@@ -45,8 +45,10 @@ int cmd_check_golden(int argc, char** argv) {
   if (!report.ok()) return report_error(report.status().with_context(expected));
   for (const auto& p : report->prompts) {
     const bool ok = p.rel_err <= tolerance && p.greedy_agree == p.greedy_total;
-    std::printf("prompt %d: prompt_len=%lld total_len=%lld rel_err=%.3g greedy_agree=%d/%d %s\n", p.index,
-                static_cast<long long>(p.prompt_len), static_cast<long long>(p.total_len), p.rel_err,
+    std::printf("prompt %d: prompt_len=%lld total_len=%lld rel_err=%.3g (prompt rows %.3g, generated rows %.3g, "
+                "worst row %lld: %.3g) greedy_agree=%d/%d %s\n",
+                p.index, static_cast<long long>(p.prompt_len), static_cast<long long>(p.total_len), p.rel_err,
+                p.prefill_rel_err, p.decode_rel_err, static_cast<long long>(p.worst_row), p.worst_row_err,
                 p.greedy_agree, p.greedy_total, ok ? "ok" : "FAIL");
   }
   std::printf("max_rel_err=%.3g greedy_agree=%d/%d\n", report->max_rel_err, report->greedy_agree,

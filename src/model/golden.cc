@@ -152,13 +152,30 @@ GoldenPromptResult compare(int index, const GoldenPrompt& p, const std::vector<f
   r.prompt_len = p.prompt_len;
   r.total_len = static_cast<int64_t>(p.ids.size());
   const float* ref = p.logits.as<float>();
-  double diff2 = 0, ref2 = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    double d = static_cast<double>(got[i]) - ref[i];
-    diff2 += d * d;
-    ref2 += static_cast<double>(ref[i]) * ref[i];
+  const auto rel = [](double d2, double r2) {
+    return std::isfinite(d2) ? std::sqrt(d2 / std::max(r2, 1e-300)) : INFINITY;
+  };
+  double diff2 = 0, ref2 = 0, part_d2[2] = {0, 0}, part_r2[2] = {0, 0};
+  for (int64_t row = 0; row < r.total_len; ++row) {
+    double row_d2 = 0, row_r2 = 0;
+    for (int64_t v = 0; v < vocab; ++v) {
+      const double d = static_cast<double>(got[row * vocab + v]) - ref[row * vocab + v];
+      row_d2 += d * d;
+      row_r2 += static_cast<double>(ref[row * vocab + v]) * ref[row * vocab + v];
+    }
+    diff2 += row_d2;
+    ref2 += row_r2;
+    part_d2[row >= p.prompt_len] += row_d2;
+    part_r2[row >= p.prompt_len] += row_r2;
+    const double e = rel(row_d2, row_r2);
+    if (row == 0 || !(e <= r.worst_row_err)) {
+      r.worst_row = row;
+      r.worst_row_err = e;
+    }
   }
-  r.rel_err = std::isfinite(diff2) ? std::sqrt(diff2 / std::max(ref2, 1e-300)) : INFINITY;
+  r.rel_err = rel(diff2, ref2);
+  r.prefill_rel_err = rel(part_d2[0], part_r2[0]);
+  r.decode_rel_err = rel(part_d2[1], part_r2[1]);
   // Greedy: the logits at position i choose the token at i + 1 (from the end of the prompt on).
   for (int64_t i = p.prompt_len - 1; i < r.total_len; ++i) {
     const float* row = ref + i * vocab;

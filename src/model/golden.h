@@ -30,6 +30,11 @@ struct GoldenPromptResult {
   int64_t prompt_len = 0;
   int64_t total_len = 0;
   double rel_err = 0;
+  // Where the error sits: the same measure over the prompt's rows (prefill) and the generated ones (decode), and
+  // the row with the largest ||row - ref row|| / ||ref row||.
+  double prefill_rel_err = 0, decode_rel_err = 0;
+  int64_t worst_row = 0;
+  double worst_row_err = 0;
   int greedy_agree = 0;  // positions with a wide reference gap where our argmax equals the reference argmax
   int greedy_total = 0;  // positions with a wide reference gap
 };

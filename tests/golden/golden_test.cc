@@ -3,6 +3,7 @@
 // into the naive and the absorbed form. Optimized CPU kernels and the scalar reference kernels both.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 
 #include "model/golden.h"
@@ -47,6 +48,15 @@ TEST_P(Golden, LogitsMatchReference) {
     EXPECT_LT(p.rel_err, 1e-4) << "prompt " << p.index;
     EXPECT_EQ(p.greedy_agree, p.greedy_total) << "prompt " << p.index;
     EXPECT_GT(p.greedy_total, 0) << "prompt " << p.index;
+    // The split of the error: the whole lies between its prompt-row and generated-row parts, and no row does
+    // better than the whole everywhere (the worst row is at least the whole, and is a row of the sequence).
+    const double lo = std::min(p.prefill_rel_err, p.decode_rel_err), hi = std::max(p.prefill_rel_err,
+                                                                                    p.decode_rel_err);
+    EXPECT_LE(lo, p.rel_err * (1 + 1e-9)) << "prompt " << p.index;
+    EXPECT_GE(hi * (1 + 1e-9), p.rel_err) << "prompt " << p.index;
+    EXPECT_GE(p.worst_row_err * (1 + 1e-9), p.rel_err) << "prompt " << p.index;
+    EXPECT_GE(p.worst_row, 0);
+    EXPECT_LT(p.worst_row, p.total_len);
   }
   EXPECT_TRUE(report->pass);
   std::printf("%s: max_rel_err=%.3g greedy_agree=%d/%d\n", c.model.c_str(), report->max_rel_err,
