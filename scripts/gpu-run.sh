@@ -55,6 +55,7 @@ golden_run() {
         st=$?
         line=$(tail -1 "$out/golden-one.log")
         [[ $st == 0 ]] || cat "$out/golden-one.log" >> "$out/$log-fail.log"
+        { echo "== $name mode=$mode mla=$mla"; grep -E "^prompt " "$out/golden-one.log"; } >> "$out/$log-detail.log"
         echo "$name mode=$mode mla=$mla: $line $([[ $st == 0 ]] && echo PASS || echo FAIL)" | tee -a "$out/$log.log"
         [[ $st == 0 ]] || rc=1
       done
