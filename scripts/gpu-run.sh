@@ -3,11 +3,12 @@
 # build machine and packed by scripts/gpu-bundle.sh (carried as build/gpu-bundle.tar.xz), writing logs and JSON
 # results to OUT_DIR.
 #   scripts/gpu-run.sh OUT_DIR [STEP...]
-# steps: test golden golden-optin serve v2lite llama v3 mla peer ab profile
+# steps: test golden golden-optin serve v2lite llama v3 mla peer ab ab-decode profile
 #   (default: test golden serve peer v2lite llama mla)
 #   golden-optin: the golden checks with every switch that is not yet the default turned on
-#   ab: prefill (and a short decode) of V2-Lite (27 layers) and the V3 slice with each A/B switch of the README
-#       against the defaults, printed into ab.txt (no JSON): the evidence for flipping a default
+#   ab, ab-decode: prefill (ab) and decode (ab-decode) of V2-Lite (27 layers), Llama-8B and the V3 slice with each
+#       A/B switch of the README against the defaults, printed into ab.txt (no JSON): the evidence for flipping a
+#       default; each fits one 10-minute device call
 #   serve: `dsinfer serve --device cuda` on the demo model with concurrent requests (scripts/gpu-serve-smoke.py)
 #   profile: per-kernel times (nsys, where installed) and the per-section step profile of 4-layer slices
 # Results: OUT_DIR/test.log, golden.log, bench.log, and the benchmarks' JSON (cuda-<shape>-<date>.json).
@@ -114,17 +115,18 @@ if has llama; then
   bench --shape "$shapes/r1-distill-llama-8b.json" --layers 0 --batch 1 16 --context 512 --decode-steps 32 \
     --prefill 512 --prefill-batch 1 8
 fi
+# ab LABEL ENV... -- BENCH ARGS...: one bench run under the environment, its figures appended to ab.txt.
+ab() {
+  local label=$1 envs=()
+  shift
+  while [[ $1 != -- ]]; do envs+=("$1"); shift; done
+  shift
+  echo "== $label" | tee -a "$out/ab.txt"
+  env "${envs[@]}" timeout 300 "$dsinfer" bench --device cuda --commit "$commit" "$@" 2>&1 |
+    grep -E "prefill|decode_tok|copy|batching|error|rror" | tee -a "$out/ab.txt"
+}
+# Prefill switches (V2-Lite 27 layers, the V3 slice); about 10 runs of 30-60 s.
 if has ab; then
-  : > "$out/ab.txt"
-  ab() {  # ab LABEL ENV... -- BENCH ARGS...
-    local label=$1 envs=()
-    shift
-    while [[ $1 != -- ]]; do envs+=("$1"); shift; done
-    shift
-    echo "== $label" | tee -a "$out/ab.txt"
-    env "${envs[@]}" timeout 300 "$dsinfer" bench --device cuda --commit "$commit" "$@" 2>&1 |
-      grep -E "prefill|decode_tok|copy|batching|error|rror" | tee -a "$out/ab.txt"
-  }
   v2=(--shape "$shapes/deepseek-v2-lite.json" --layers 0 --batch 1 --context 512 --decode-steps 4 --prefill 512
       --prefill-batch 1 8)
   ab "v2lite default" DSI_AB=0 -- "${v2[@]}" --check-batching
@@ -134,6 +136,14 @@ if has ab; then
   ab "v2lite DSI_MOE_WGMMA=0" DSI_MOE_WGMMA=0 -- "${v2[@]}"
   ab "v2lite DSI_CUDA_MLA_BATCH=0" DSI_CUDA_MLA_BATCH=0 -- "${v2[@]}" --check-batching
   ab "v2lite DSI_CUDA_BF16_NORM=0" DSI_CUDA_BF16_NORM=0 -- "${v2[@]}"
+  v3=(--shape "$shapes/deepseek-v3.json" --layers 4 --batch 1 --context 512 --decode-steps 4 --prefill 512
+      --prefill-batch 1 4)
+  ab "v3 default" DSI_AB=0 -- "${v3[@]}"
+  ab "v3 DSI_MOE_WGMMA=1 (FP8 experts on wgmma)" DSI_MOE_WGMMA=1 -- "${v3[@]}" --check-batching
+  ab "v3 DSI_MOE_WGMMA=1 DSI_MOE_FUSED_GATHER=1" DSI_MOE_WGMMA=1 DSI_MOE_FUSED_GATHER=1 -- "${v3[@]}"
+fi
+# Decode switches (V2-Lite, Llama-8B, the V3 slice at 4K contexts); about 9 runs.
+if has ab-decode; then
   v2d=(--shape "$shapes/deepseek-v2-lite.json" --layers 0 --batch 1 8 --context 512 --decode-steps 16 --prefill 16)
   ab "v2lite decode default" DSI_AB=0 -- "${v2d[@]}"
   ab "v2lite decode DSI_CUDA_ROUTER_NORM=1" DSI_CUDA_ROUTER_NORM=1 -- "${v2d[@]}"
@@ -143,15 +153,9 @@ if has ab; then
   l8=(--shape "$shapes/r1-distill-llama-8b.json" --layers 0 --batch 1 16 --context 512 --decode-steps 16 --prefill 16)
   ab "llama decode default" DSI_AB=0 -- "${l8[@]}"
   ab "llama decode DSI_CUDA_GEMV_NORM=1" DSI_CUDA_GEMV_NORM=1 -- "${l8[@]}"
-  v3=(--shape "$shapes/deepseek-v3.json" --layers 4 --batch 1 --context 512 --decode-steps 4 --prefill 512
-      --prefill-batch 1 4)
-  ab "v3 default" DSI_AB=0 -- "${v3[@]}"
-  ab "v3 decode DSI_MLA_WGMMA=1" DSI_MLA_WGMMA=1 -- --shape "$shapes/deepseek-v3.json" --layers 4 --batch 1 32 128 \
-    --context 4096 --decode-steps 8 --prefill 16
-  ab "v3 decode default (same shape)" DSI_AB=0 -- --shape "$shapes/deepseek-v3.json" --layers 4 --batch 1 32 128 \
-    --context 4096 --decode-steps 8 --prefill 16
-  ab "v3 DSI_MOE_WGMMA=1 (FP8 experts on wgmma)" DSI_MOE_WGMMA=1 -- "${v3[@]}" --check-batching
-  ab "v3 DSI_MOE_WGMMA=1 DSI_MOE_FUSED_GATHER=1" DSI_MOE_WGMMA=1 DSI_MOE_FUSED_GATHER=1 -- "${v3[@]}"
+  v3d=(--shape "$shapes/deepseek-v3.json" --layers 4 --batch 1 32 128 --context 4096 --decode-steps 8 --prefill 16)
+  ab "v3 decode default" DSI_AB=0 -- "${v3d[@]}"
+  ab "v3 decode DSI_MLA_WGMMA=1" DSI_MLA_WGMMA=1 -- "${v3d[@]}"
 fi
 # Kernel micro-benchmarks (GEMV vs cuBLASLt, GEMM rates, MLA decode at batch 64/128 x 4K context), with the
 # copy bandwidth of the same run.
